@@ -1,0 +1,174 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[mysql.shop]
+host = "127.0.0.1"
+port = 13306
+user = "mee"
+password = "s3cret-pw"
+server_id = 1001
+
+[kafka]
+brokers = ["127.0.0.1:19092"]
+
+[redis]
+url = "redis://:redis-pw@127.0.0.1:16379/"
+
+[elasticsearch]
+url = "http://127.0.0.1:19200"
+auth = { username = "elastic", password = "es-pw" }
+"#;
+
+fn load(toml: &str) -> Result<AppConfig, ConfigError> {
+    AppConfig::from_toml_str(toml, HashMap::new())
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let cfg = load(MINIMAL).expect("valid");
+    assert_eq!(cfg.kafka.topic_pattern, "mee.{database}");
+    assert_eq!(cfg.kafka.topic_for("shop"), "mee.shop");
+    assert_eq!(cfg.kafka.topic_partitions, 6);
+    assert_eq!(cfg.redis.key_prefix, "mee");
+    assert_eq!(cfg.telemetry.log_format, LogFormat::Text);
+    assert_eq!(cfg.mysql["shop"].connect_timeout_ms, 5_000);
+    assert_eq!(cfg.mysql["shop"].schema_name("shop"), "shop");
+    assert_eq!(cfg.mysql["shop"].password.expose(), "s3cret-pw");
+}
+
+#[test]
+fn debug_never_shows_secrets() {
+    let mut toml = MINIMAL.to_string();
+    toml.push_str(
+        "[kafka.librdkafka_options]\n\"sasl.password\" = \"kafka-pw\"\n\"sasl.username\" = \"bob\"\n",
+    );
+    let cfg = load(&toml).expect("valid");
+    let dbg = format!("{cfg:?}");
+    for secret in ["s3cret-pw", "redis-pw", "es-pw", "kafka-pw"] {
+        assert!(!dbg.contains(secret), "{secret} leaked in {dbg}");
+    }
+    assert!(dbg.contains("bob"), "non-secret options stay visible: {dbg}");
+    assert!(dbg.contains("redis://:***@127.0.0.1:16379/"), "{dbg}");
+}
+
+#[test]
+fn unknown_key_is_an_error_with_its_path() {
+    let toml = MINIMAL.replace("server_id = 1001", "server_id = 1001\nserverid = 2");
+    let err = load(&toml).expect_err("unknown key");
+    let msg = err.to_string();
+    assert!(msg.contains("mysql.shop"), "{msg}");
+    assert!(msg.contains("serverid"), "{msg}");
+}
+
+#[test]
+fn unknown_top_level_section_is_an_error() {
+    let err = load(&format!("{MINIMAL}\n[kafkaa]\nbrokers = []\n")).expect_err("unknown");
+    assert!(err.to_string().contains("kafkaa"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_its_key_path() {
+    let toml = MINIMAL.replace("port = 13306", "port = \"not-a-port\"");
+    let err = load(&toml).expect_err("bad port");
+    match &err {
+        ConfigError::Field { key, .. } => assert_eq!(key, "mysql.shop.port", "{err}"),
+        other => panic!("expected a field error, got {other}"),
+    }
+}
+
+#[test]
+fn every_semantic_problem_is_reported_at_once() {
+    let toml = r#"
+[mysql.a]
+host = ""
+user = "u"
+server_id = 7
+[mysql.b]
+host = "h"
+user = "u"
+server_id = 7
+tls = { client_cert_file = "c.pem" }
+[kafka]
+brokers = ["nohostport"]
+topic_pattern = "changes"
+topic_partitions = 0
+[redis]
+url = "http://x"
+[elasticsearch]
+url = "ftp://x"
+auth = { api_key = "k", username = "u" }
+"#;
+    let err = load(toml).expect_err("invalid");
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("expected Invalid, got {err}");
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for expected in [
+        "mysql.a.host",
+        "mysql.b.server_id",
+        "mysql.b.tls",
+        "kafka.brokers[0]",
+        "kafka.topic_pattern",
+        "kafka.topic_partitions",
+        "redis.url",
+        "elasticsearch.url",
+        "elasticsearch.auth",
+    ] {
+        assert!(keys.contains(&expected), "missing {expected} in {keys:?}");
+    }
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let env = HashMap::from([
+        ("MEE__KAFKA__BROKERS".to_string(), "k1:9092,k2:9092".to_string()),
+        ("MEE__MYSQL__SHOP__PASSWORD".to_string(), "12345".to_string()),
+        ("MEE__TELEMETRY__LOG_FORMAT".to_string(), "json".to_string()),
+        // Single-underscore names are not ours and must not be read as keys.
+        ("MEE_MYSQL_HOST".to_string(), "ignored".to_string()),
+    ]);
+    let cfg = AppConfig::from_toml_str(MINIMAL, env).expect("valid");
+    assert_eq!(cfg.kafka.brokers, vec!["k1:9092", "k2:9092"]);
+    assert_eq!(cfg.mysql["shop"].password.expose(), "12345");
+    assert_eq!(cfg.telemetry.log_format, LogFormat::Json);
+}
+
+#[test]
+fn environment_override_with_unknown_key_is_an_error() {
+    let env = HashMap::from([("MEE__KAFKA__BROKER".to_string(), "x:1".to_string())]);
+    let err = AppConfig::from_toml_str(MINIMAL, env).expect_err("unknown");
+    assert!(err.to_string().contains("broker"), "{err}");
+}
+
+#[test]
+fn credentials_in_es_url_are_refused() {
+    let toml = MINIMAL.replace("http://127.0.0.1:19200", "http://u:pw@127.0.0.1:19200");
+    let err = load(&toml).expect_err("creds in url");
+    assert!(err.to_string().contains("elasticsearch.url"), "{err}");
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    let err = AppConfig::load_with_env(Path::new("/nonexistent/app.toml"), Some(HashMap::new()))
+        .expect_err("missing");
+    assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    assert!(err.to_string().contains("/nonexistent/app.toml"), "{err}");
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conf");
+    for name in ["app.toml", "app.example.toml"] {
+        let path = root.join(name);
+        AppConfig::load_with_env(&path, Some(HashMap::new()))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+}
+
+#[test]
+fn mysql_for_lists_known_databases() {
+    let cfg = load(MINIMAL).expect("valid");
+    assert!(cfg.mysql_for("shop").is_ok());
+    let err = cfg.mysql_for("nope").expect_err("unknown");
+    assert!(err.contains("configured: shop"), "{err}");
+}
