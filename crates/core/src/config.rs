@@ -259,10 +259,7 @@ impl AppConfig {
     }
 
     /// Parse TOML text (no file), with explicit environment overrides.
-    pub fn from_toml_str(
-        toml: &str,
-        env: HashMap<String, String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_toml_str(toml: &str, env: HashMap<String, String>) -> Result<Self, ConfigError> {
         let file = config::File::from_str(toml, config::FileFormat::Toml);
         Self::build(Path::new("<string>"), file, Some(env))
     }
@@ -334,7 +331,9 @@ impl AppConfig {
                     if let Some(other) = server_ids.insert(id, name) {
                         bad(
                             k("server_id"),
-                            &format!("{id} is also used by mysql.{other}; each replica needs its own"),
+                            &format!(
+                                "{id} is also used by mysql.{other}; each replica needs its own"
+                            ),
                         );
                     }
                 }
@@ -374,7 +373,10 @@ impl AppConfig {
             bad("kafka.topic_partitions".into(), "must be at least 1");
         }
         if kafka.topic_replication_factor < 1 {
-            bad("kafka.topic_replication_factor".into(), "must be at least 1");
+            bad(
+                "kafka.topic_replication_factor".into(),
+                "must be at least 1",
+            );
         }
         if self.redis.key_prefix.is_empty() {
             bad("redis.key_prefix".into(), "must not be empty");
@@ -408,7 +410,10 @@ impl AppConfig {
             );
         }
         if es.request_timeout_ms == 0 {
-            bad("elasticsearch.request_timeout_ms".into(), "must be at least 1");
+            bad(
+                "elasticsearch.request_timeout_ms".into(),
+                "must be at least 1",
+            );
         }
         if self.telemetry.log_level.trim().is_empty() {
             bad("telemetry.log_level".into(), "must not be empty");
@@ -459,7 +464,11 @@ impl fmt::Debug for LibrdkafkaOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
             .entries(self.0.iter().map(|(k, v)| {
-                let shown = if Self::is_secret_key(k) { "***" } else { v.as_str() };
+                let shown = if Self::is_secret_key(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
                 (k, shown)
             }))
             .finish()

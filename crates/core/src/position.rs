@@ -25,7 +25,9 @@ pub enum PositionError {
     Syntax(String),
     #[error("binlog file name `{0}` does not end in a numeric sequence (e.g. mysql-bin.000042)")]
     FileNumber(String),
-    #[error("binlog position {file}:{offset} is beyond what a version can encode (file number < 2^31, offset < 2^32)")]
+    #[error(
+        "binlog position {file}:{offset} is beyond what a version can encode (file number < 2^31, offset < 2^32)"
+    )]
     TooLarge { file: String, offset: u64 },
 }
 
@@ -109,16 +111,28 @@ mod tests {
     fn prints_and_parses() {
         let mut p = BinlogPosition::new("mariadb-bin.000003", 1234);
         assert_eq!(p.to_string(), "mariadb-bin.000003:1234");
-        assert_eq!("mariadb-bin.000003:1234".parse::<BinlogPosition>(), Ok(p.clone()));
+        assert_eq!(
+            "mariadb-bin.000003:1234".parse::<BinlogPosition>(),
+            Ok(p.clone())
+        );
         p.gtid = Some("0-1-55".into());
         assert_eq!(p.to_string(), "mariadb-bin.000003:1234 gtid=0-1-55");
     }
 
     #[test]
     fn rejects_malformed() {
-        assert!(matches!("nocolon".parse::<BinlogPosition>(), Err(PositionError::Syntax(_))));
-        assert!(matches!(":12".parse::<BinlogPosition>(), Err(PositionError::Syntax(_))));
-        assert!(matches!("f.1:x".parse::<BinlogPosition>(), Err(PositionError::Syntax(_))));
+        assert!(matches!(
+            "nocolon".parse::<BinlogPosition>(),
+            Err(PositionError::Syntax(_))
+        ));
+        assert!(matches!(
+            ":12".parse::<BinlogPosition>(),
+            Err(PositionError::Syntax(_))
+        ));
+        assert!(matches!(
+            "f.1:x".parse::<BinlogPosition>(),
+            Err(PositionError::Syntax(_))
+        ));
         assert!(matches!(
             BinlogPosition::new("binlog", 4).version(),
             Err(PositionError::FileNumber(_))
@@ -131,7 +145,10 @@ mod tests {
 
     #[test]
     fn version_encodes_file_and_offset() {
-        assert_eq!(BinlogPosition::new("mysql-bin.000001", 4).version(), Ok((1 << 32) | 4));
+        assert_eq!(
+            BinlogPosition::new("mysql-bin.000001", 4).version(),
+            Ok((1 << 32) | 4)
+        );
     }
 
     proptest! {

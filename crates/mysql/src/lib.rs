@@ -1,1 +1,14 @@
-//! placeholder
+//! MySQL/MariaDB adapter: connection options from the app config, connections and
+//! pools, server facts (version, binlog settings, current binlog position).
+//!
+//! Errors carry the logical database name and say whether a retry can help.
+
+mod error;
+mod opts;
+mod server;
+
+pub use error::MySqlError;
+pub use opts::{connect, opts, pool};
+pub use server::{ServerInfo, binlog_position, server_info};
+
+pub use mysql_async;

@@ -47,7 +47,10 @@ fn debug_never_shows_secrets() {
     for secret in ["s3cret-pw", "redis-pw", "es-pw", "kafka-pw"] {
         assert!(!dbg.contains(secret), "{secret} leaked in {dbg}");
     }
-    assert!(dbg.contains("bob"), "non-secret options stay visible: {dbg}");
+    assert!(
+        dbg.contains("bob"),
+        "non-secret options stay visible: {dbg}"
+    );
     assert!(dbg.contains("redis://:***@127.0.0.1:16379/"), "{dbg}");
 }
 
@@ -121,8 +124,14 @@ auth = { api_key = "k", username = "u" }
 #[test]
 fn environment_overrides_the_file() {
     let env = HashMap::from([
-        ("MEE__KAFKA__BROKERS".to_string(), "k1:9092,k2:9092".to_string()),
-        ("MEE__MYSQL__SHOP__PASSWORD".to_string(), "12345".to_string()),
+        (
+            "MEE__KAFKA__BROKERS".to_string(),
+            "k1:9092,k2:9092".to_string(),
+        ),
+        (
+            "MEE__MYSQL__SHOP__PASSWORD".to_string(),
+            "12345".to_string(),
+        ),
         ("MEE__TELEMETRY__LOG_FORMAT".to_string(), "json".to_string()),
         // Single-underscore names are not ours and must not be read as keys.
         ("MEE_MYSQL_HOST".to_string(), "ignored".to_string()),
@@ -158,7 +167,7 @@ fn missing_file_is_a_read_error() {
 #[test]
 fn shipped_configs_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conf");
-    for name in ["app.toml", "app.example.toml"] {
+    for name in ["app.toml", "app.example.toml", "docker/app.toml"] {
         let path = root.join(name);
         AppConfig::load_with_env(&path, Some(HashMap::new()))
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -1,0 +1,47 @@
+use mee_core::Transient;
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode as Code};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka: cannot create {what} client: {source} (check kafka.librdkafka_options)")]
+    Client {
+        what: &'static str,
+        #[source]
+        source: Box<RdError>,
+    },
+    #[error("kafka ({brokers}): {what}: {source}")]
+    Request {
+        brokers: String,
+        what: String,
+        #[source]
+        source: Box<RdError>,
+    },
+    #[error("kafka: creating topic `{topic}`: {code}")]
+    CreateTopic { topic: String, code: Code },
+}
+
+/// Codes that no retry can fix: authentication, authorization, bad configuration.
+const DEFINITE: &[Code] = &[
+    Code::Authentication,
+    Code::SaslAuthenticationFailed,
+    Code::TopicAuthorizationFailed,
+    Code::GroupAuthorizationFailed,
+    Code::ClusterAuthorizationFailed,
+    Code::InvalidConfig,
+    Code::InvalidReplicationFactor,
+    Code::InvalidPartitions,
+    Code::InvalidTopic,
+    Code::Fatal,
+];
+
+impl Transient for KafkaError {
+    fn is_transient(&self) -> bool {
+        match self {
+            KafkaError::Client { .. } => false,
+            KafkaError::Request { source, .. } => source
+                .rdkafka_error_code()
+                .is_none_or(|c| !DEFINITE.contains(&c)),
+            KafkaError::CreateTopic { code, .. } => !DEFINITE.contains(code),
+        }
+    }
+}
