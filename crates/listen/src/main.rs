@@ -1,10 +1,14 @@
 use clap::Parser;
 use mee_listen::Cli;
+use std::process::ExitCode;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = mee_core::AppConfig::load(&cli.config)?;
-    mee_telemetry::init_tracing(&cfg.telemetry)?;
-    mee_listen::run(cli, cfg).await
+    let result = async {
+        let cfg = mee_core::AppConfig::load(&cli.config)?;
+        mee_telemetry::init_tracing(&cfg.telemetry)?;
+        mee_listen::run(cli, cfg).await
+    };
+    mee_telemetry::exit_code(result.await)
 }

@@ -4,6 +4,7 @@
 
 mod health;
 mod logging;
+mod report;
 mod retry;
 mod server;
 mod service;
@@ -11,6 +12,7 @@ mod shutdown;
 
 pub use health::Health;
 pub use logging::init_tracing;
+pub use report::{describe, exit_code};
 pub use retry::retry_transient;
 pub use server::{MetricsServer, serve};
 pub use service::Service;

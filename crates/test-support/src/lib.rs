@@ -4,6 +4,9 @@
 //! `.dev/env`, which dev-up writes. Every test takes its own names — database,
 //! topic, index, Redis key prefix — from [`unique_name`], so tests run in parallel.
 
+mod process;
+pub use process::ServiceProcess;
+
 use mee_core::AppConfig;
 use mysql_async::prelude::Queryable;
 use std::collections::HashMap;
@@ -69,6 +72,12 @@ impl StackEnv {
     /// An app config for the stack, with one `[mysql.<logical>]` section per
     /// `(logical name, schema)` pair, connecting as the least-privileged user.
     pub fn app_config(&self, databases: &[(&str, &str)], redis_prefix: &str) -> AppConfig {
+        let toml = self.app_config_toml(databases, redis_prefix);
+        AppConfig::from_toml_str(&toml, HashMap::new()).expect("test app config is valid")
+    }
+
+    /// The TOML text of [`StackEnv::app_config`], for running the binaries.
+    pub fn app_config_toml(&self, databases: &[(&str, &str)], redis_prefix: &str) -> String {
         let mut toml = String::new();
         for (i, (logical, schema)) in databases.iter().enumerate() {
             toml.push_str(&format!(
@@ -88,7 +97,7 @@ impl StackEnv {
              [elasticsearch]\nurl = \"{}\"\n",
             self.kafka_brokers, self.redis_url, self.es_url
         ));
-        AppConfig::from_toml_str(&toml, HashMap::new()).expect("test app config is valid")
+        toml
     }
 
     /// A connection as the admin user, with no default database.

@@ -1,0 +1,65 @@
+//! `sync` as a real process: connects to everything, reports healthy, exits 0 on SIGTERM.
+
+use mee_test_support::{ServiceProcess, StackEnv, unique_name};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sync");
+
+#[test]
+fn healthy_then_clean_exit_on_sigterm() {
+    let env = StackEnv::load();
+    let toml = env.app_config_toml(&[("shop", "mysql")], &unique_name("r"));
+    let mut p = ServiceProcess::spawn(BIN, &["-n", "orders"], &toml, &[]);
+    p.wait_healthy(Duration::from_secs(30));
+    let (_, metrics) = p.get("/metrics").expect("metrics answer");
+    for dep in ["mysql", "elasticsearch", "kafka", "redis"] {
+        let line = format!("mee_dependency_up{{dependency=\"{dep}\",service=\"sync\"}} 1");
+        assert!(metrics.contains(&line), "{line} missing in\n{metrics}");
+    }
+    assert!(p.terminate(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn waits_for_a_server_that_is_down_and_still_stops_on_sigterm() {
+    let env = StackEnv::load();
+    let toml = env
+        .app_config_toml(&[("shop", "mysql")], &unique_name("r"))
+        .replace(&env.es_url, "http://127.0.0.1:1");
+    let mut p = ServiceProcess::spawn(BIN, &["-n", "orders"], &toml, &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, body) = p.get("/healthz").expect("healthz answers while waiting");
+    assert_eq!(status, 503);
+    assert!(body.contains("elasticsearch"), "{body}");
+    assert!(p.terminate(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn secrets_never_reach_the_log() {
+    let env = StackEnv::load();
+    let toml = env
+        .app_config_toml(&[("shop", "mysql")], &unique_name("r"))
+        .replace(&env.redis_url, "redis://:redis-secret-1@127.0.0.1:1/")
+        .replace(
+            &format!("url = \"{}\"", env.es_url),
+            &format!(
+                "url = \"{}\"\nauth = {{ username = \"elastic\", password = \"es-secret-2\" }}",
+                env.es_url
+            ),
+        );
+    let mut p = ServiceProcess::spawn(BIN, &["-n", "orders"], &toml, &[("RUST_LOG", "trace")]);
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, body) = p.get("/healthz").expect("healthz answers while waiting");
+    assert_eq!((status, body.trim()), (503, "connecting to redis"));
+    assert!(p.terminate(Duration::from_secs(10)).success());
+    let log = p.stderr();
+    assert!(
+        log.contains("redis://:***@127.0.0.1:1/"),
+        "redacted URL is logged:\n{log}"
+    );
+    for secret in ["redis-secret-1", "es-secret-2", env.mysql_password.as_str()] {
+        assert!(
+            !log.contains(secret),
+            "{secret} leaked into the log:\n{log}"
+        );
+    }
+}
