@@ -6,9 +6,11 @@
 //! crate; it depends on none of them and does no network I/O.
 
 pub mod config;
+pub mod handler;
 pub mod position;
 pub mod retry;
 pub mod secret;
+pub mod value;
 
 pub use config::{AppConfig, ConfigError};
 pub use position::BinlogPosition;
