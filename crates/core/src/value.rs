@@ -36,10 +36,16 @@ pub enum ColumnKind {
     Decimal,
     Date,
     /// DATETIME with its fractional-second digits (0-6).
-    DateTime { fsp: u8 },
+    DateTime {
+        fsp: u8,
+    },
     /// TIMESTAMP with its fractional-second digits; values are UTC.
-    Timestamp { fsp: u8 },
-    Time { fsp: u8 },
+    Timestamp {
+        fsp: u8,
+    },
+    Time {
+        fsp: u8,
+    },
     Year,
     Bit,
     Enum,
@@ -165,7 +171,9 @@ fn bytes_to_json(kind: ColumnKind, b: &[u8], decimal_as_number: bool) -> Value {
             }
         }
         // Text protocol delivers numbers and dates as text; parse them back.
-        ColumnKind::Int | ColumnKind::Year => parse_text(b, |s| s.parse::<i64>().ok().map(Value::from)),
+        ColumnKind::Int | ColumnKind::Year => {
+            parse_text(b, |s| s.parse::<i64>().ok().map(Value::from))
+        }
         ColumnKind::UInt => parse_text(b, |s| s.parse::<u64>().ok().map(Value::from)),
         ColumnKind::Float | ColumnKind::Double => {
             parse_text(b, |s| s.parse::<f64>().ok().map(float))
@@ -218,9 +226,9 @@ fn float(f: f64) -> Value {
 /// else a float (the field is numeric in ES, so ES would store a float anyway).
 fn decimal_number(text: &str) -> Option<Value> {
     let t = text.trim();
-    let integral = t.split_once('.').map_or(Some(t), |(i, f)| {
-        f.bytes().all(|c| c == b'0').then_some(i)
-    });
+    let integral = t
+        .split_once('.')
+        .map_or(Some(t), |(i, f)| f.bytes().all(|c| c == b'0').then_some(i));
     if let Some(i) = integral {
         if let Ok(n) = i.parse::<i64>() {
             return Some(Value::from(n));
@@ -291,10 +299,20 @@ mod tests {
 
     #[test]
     fn integers_keep_their_full_range() {
-        assert_eq!(to_json(ColumnKind::UInt, &Cell::UInt(u64::MAX), false), json!(u64::MAX));
-        assert_eq!(to_json(ColumnKind::Int, &Cell::Int(i64::MIN), false), json!(i64::MIN));
         assert_eq!(
-            to_json(ColumnKind::UInt, &Cell::Bytes(b"18446744073709551615".to_vec()), false),
+            to_json(ColumnKind::UInt, &Cell::UInt(u64::MAX), false),
+            json!(u64::MAX)
+        );
+        assert_eq!(
+            to_json(ColumnKind::Int, &Cell::Int(i64::MIN), false),
+            json!(i64::MIN)
+        );
+        assert_eq!(
+            to_json(
+                ColumnKind::UInt,
+                &Cell::Bytes(b"18446744073709551615".to_vec()),
+                false
+            ),
             json!(u64::MAX)
         );
     }
@@ -304,41 +322,85 @@ mod tests {
         let d = Cell::Bytes(b"12.50".to_vec());
         assert_eq!(to_json(ColumnKind::Decimal, &d, false), json!("12.50"));
         assert_eq!(to_json(ColumnKind::Decimal, &d, true), json!(12.5));
-        assert_eq!(to_json(ColumnKind::Decimal, &Cell::Bytes(b"7.00".to_vec()), true), json!(7));
+        assert_eq!(
+            to_json(ColumnKind::Decimal, &Cell::Bytes(b"7.00".to_vec()), true),
+            json!(7)
+        );
     }
 
     #[test]
     fn temporal_values_are_iso_8601() {
         let v = date(2024, 1, 31, 13, 45, 0, 120_000);
-        assert_eq!(to_json(ColumnKind::DateTime { fsp: 3 }, &v, false), json!("2024-01-31T13:45:00.120"));
-        assert_eq!(to_json(ColumnKind::Timestamp { fsp: 0 }, &v, false), json!("2024-01-31T13:45:00Z"));
-        assert_eq!(to_json(ColumnKind::Date, &date(2024, 1, 31, 0, 0, 0, 0), false), json!("2024-01-31"));
-        assert_eq!(to_json(ColumnKind::Date, &date(0, 0, 0, 0, 0, 0, 0), false), Value::Null);
-        let t = Cell::Time { negative: true, days: 34, hours: 22, minutes: 59, seconds: 59, micro: 0 };
-        assert_eq!(to_json(ColumnKind::Time { fsp: 0 }, &t, false), json!("-838:59:59"));
+        assert_eq!(
+            to_json(ColumnKind::DateTime { fsp: 3 }, &v, false),
+            json!("2024-01-31T13:45:00.120")
+        );
+        assert_eq!(
+            to_json(ColumnKind::Timestamp { fsp: 0 }, &v, false),
+            json!("2024-01-31T13:45:00Z")
+        );
+        assert_eq!(
+            to_json(ColumnKind::Date, &date(2024, 1, 31, 0, 0, 0, 0), false),
+            json!("2024-01-31")
+        );
+        assert_eq!(
+            to_json(ColumnKind::Date, &date(0, 0, 0, 0, 0, 0, 0), false),
+            Value::Null
+        );
+        let t = Cell::Time {
+            negative: true,
+            days: 34,
+            hours: 22,
+            minutes: 59,
+            seconds: 59,
+            micro: 0,
+        };
+        assert_eq!(
+            to_json(ColumnKind::Time { fsp: 0 }, &t, false),
+            json!("-838:59:59")
+        );
     }
 
     #[test]
     fn bytes_follow_the_column_kind() {
         let b = Cell::Bytes(vec![0, 255, 1]);
         assert_eq!(to_json(ColumnKind::Binary, &b, false), json!("AP8B"));
-        assert_eq!(to_json(ColumnKind::Bit, &Cell::Bytes(vec![1, 2]), false), json!(258));
         assert_eq!(
-            to_json(ColumnKind::Json, &Cell::Bytes(br#"{"a":[1,2]}"#.to_vec()), false),
+            to_json(ColumnKind::Bit, &Cell::Bytes(vec![1, 2]), false),
+            json!(258)
+        );
+        assert_eq!(
+            to_json(
+                ColumnKind::Json,
+                &Cell::Bytes(br#"{"a":[1,2]}"#.to_vec()),
+                false
+            ),
             json!({"a": [1, 2]})
         );
-        assert_eq!(to_json(ColumnKind::Set, &Cell::Bytes(b"a,b".to_vec()), false), json!("a,b"));
+        assert_eq!(
+            to_json(ColumnKind::Set, &Cell::Bytes(b"a,b".to_vec()), false),
+            json!("a,b")
+        );
     }
 
     #[test]
     fn floats_print_as_written() {
-        assert_eq!(to_json(ColumnKind::Float, &Cell::Float(0.1), false), json!(0.1));
+        assert_eq!(
+            to_json(ColumnKind::Float, &Cell::Float(0.1), false),
+            json!(0.1)
+        );
     }
 
     #[test]
     fn match_keys_unify_integer_forms() {
         assert_eq!(Cell::Int(5).match_key(), Cell::UInt(5).match_key());
-        assert_eq!(Cell::Int(5).match_key(), Cell::Bytes(b"5".to_vec()).match_key());
-        assert_ne!(Cell::Int(5).match_key(), Cell::Bytes(b"05".to_vec()).match_key());
+        assert_eq!(
+            Cell::Int(5).match_key(),
+            Cell::Bytes(b"5".to_vec()).match_key()
+        );
+        assert_ne!(
+            Cell::Int(5).match_key(),
+            Cell::Bytes(b"05".to_vec()).match_key()
+        );
     }
 }

@@ -51,6 +51,8 @@ pub struct Item {
     /// Key path in the file, e.g. `index_vehicle.vehicle[2]`.
     pub path: String,
     pub pos: Pos,
+    /// Where the statement text starts, for errors about it.
+    pub statement_pos: Pos,
 }
 
 /// One entry of an item's `mapping`.

@@ -28,7 +28,12 @@ pub struct HandlerError {
 impl fmt::Display for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.issues.len();
-        writeln!(f, "{}: {n} problem{}", self.file, if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{}: {n} problem{}",
+            self.file,
+            if n == 1 { "" } else { "s" }
+        )?;
         for (i, issue) in self.issues.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
@@ -97,6 +102,9 @@ impl Handler {
 #[derive(Default)]
 struct Parser {
     issues: Vec<Issue>,
+    /// Keys of items that could not be built (already reported): references to them
+    /// are not reported again.
+    unbuilt: HashSet<String>,
 }
 
 /// Where an item sits, for checking what its placeholders may refer to.
@@ -123,9 +131,16 @@ impl Parser {
             return None;
         };
         // Top-level keys starting with `__` only hold YAML anchors (Mee's convention).
-        let indices: Vec<_> = entries.iter().filter(|(k, _, _)| !k.starts_with("__")).collect();
+        let indices: Vec<_> = entries
+            .iter()
+            .filter(|(k, _, _)| !k.starts_with("__"))
+            .collect();
         let Some((alias, _, body)) = indices.first() else {
-            self.issue(root.pos, "", "no index alias: expected `<index_alias>:` at the top level");
+            self.issue(
+                root.pos,
+                "",
+                "no index alias: expected `<index_alias>:` at the top level",
+            );
             return None;
         };
         for (other, pos, _) in indices.iter().skip(1) {
@@ -135,7 +150,8 @@ impl Parser {
                 format!("a handler file describes one index; `{alias}` is already defined"),
             );
         }
-        let (type_name, settings, mappings, items_node, items_path) = self.alias_body(alias, body)?;
+        let (type_name, settings, mappings, items_node, items_path) =
+            self.alias_body(alias, body)?;
         let mut keys = HashMap::new();
         let mut group = self.group(items_node, &items_path, &mappings, "", false, &mut keys)?;
 
@@ -187,7 +203,13 @@ impl Parser {
         &mut self,
         alias: &str,
         body: &'a Node,
-    ) -> Option<(Option<String>, Option<Value>, Option<Value>, &'a Node, String)> {
+    ) -> Option<(
+        Option<String>,
+        Option<Value>,
+        Option<Value>,
+        &'a Node,
+        String,
+    )> {
         match &body.kind {
             Kind::Seq(_) => Some((None, None, None, body, alias.to_string())),
             Kind::Map(entries) => {
@@ -199,7 +221,11 @@ impl Parser {
                     match k.as_str() {
                         "settings" | "mappings" => {
                             if !matches!(v.kind, Kind::Map(_)) {
-                                self.issue(v.pos, &path, format!("expected a mapping, found {}", v.describe()));
+                                self.issue(
+                                    v.pos,
+                                    &path,
+                                    format!("expected a mapping, found {}", v.describe()),
+                                );
                             } else if k == "settings" {
                                 settings = Some(v.to_json());
                             } else {
@@ -212,13 +238,21 @@ impl Parser {
                 match types.as_slice() {
                     [(name, _, v, path)] => {
                         if !matches!(v.kind, Kind::Seq(_)) {
-                            self.issue(v.pos, path, format!("expected a list of config items, found {}", v.describe()));
+                            self.issue(
+                                v.pos,
+                                path,
+                                format!("expected a list of config items, found {}", v.describe()),
+                            );
                             return None;
                         }
                         Some((Some((*name).clone()), settings, mappings, v, path.clone()))
                     }
                     [] => {
-                        self.issue(body.pos, alias, "expected a list of config items (optionally under a type name)");
+                        self.issue(
+                            body.pos,
+                            alias,
+                            "expected a list of config items (optionally under a type name)",
+                        );
                         None
                     }
                     [_, rest @ ..] => {
@@ -232,7 +266,11 @@ impl Parser {
                 }
             }
             _ => {
-                self.issue(body.pos, alias, format!("expected a list of config items, found {}", body.describe()));
+                self.issue(
+                    body.pos,
+                    alias,
+                    format!("expected a list of config items, found {}", body.describe()),
+                );
                 None
             }
         }
@@ -249,24 +287,33 @@ impl Parser {
         keys: &mut HashMap<String, String>,
     ) -> Option<Group> {
         let Kind::Seq(nodes) = &node.kind else {
-            self.issue(node.pos, path, format!("expected a list of config items, found {}", node.describe()));
+            self.issue(
+                node.pos,
+                path,
+                format!("expected a list of config items, found {}", node.describe()),
+            );
             return None;
         };
         if nodes.is_empty() {
             self.issue(node.pos, path, "the list of config items is empty");
             return None;
         }
+        // Items that cannot be built are reported and left out; the rest are still
+        // checked, so one run reports every problem.
         let mut items = Vec::new();
         for (i, n) in nodes.iter().enumerate() {
             if let Some(item) = self.item(n, &format!("{path}[{i}]"), mappings, prefix, keys) {
                 items.push(item);
             }
         }
-        if items.len() != nodes.len() {
+        if items.is_empty() {
             return None;
         }
         let master = if nested {
-            items.iter().position(|i| i.document_id.is_some()).unwrap_or(0)
+            items
+                .iter()
+                .position(|i| i.document_id.is_some())
+                .unwrap_or(0)
         } else {
             0
         };
@@ -305,20 +352,32 @@ impl Parser {
         keys: &mut HashMap<String, String>,
     ) -> Option<Item> {
         let Kind::Map(entries) = &node.kind else {
-            self.issue(node.pos, path, format!("expected a config item (a mapping), found {}", node.describe()));
+            self.issue(
+                node.pos,
+                path,
+                format!(
+                    "expected a config item (a mapping), found {}",
+                    node.describe()
+                ),
+            );
             return None;
         };
-        let before = self.issues.len();
         let mut get = HashMap::new();
         for (k, pos, v) in entries {
             if ITEM_KEYS.contains(&k.as_str()) {
                 get.insert(k.as_str(), v);
             } else if k == "eval_on_deleted" {
-                self.issue(*pos, &format!("{path}.{k}"), "`eval_on_deleted` is not supported yet");
+                self.issue(
+                    *pos,
+                    &format!("{path}.{k}"),
+                    "`eval_on_deleted` is not supported yet",
+                );
             } else {
-                self.issue(*pos, &format!("{path}.{k}"), format!(
-                    "unknown key `{k}`; an item has: {}", ITEM_KEYS.join(", ")
-                ));
+                self.issue(
+                    *pos,
+                    &format!("{path}.{k}"),
+                    format!("unknown key `{k}`; an item has: {}", ITEM_KEYS.join(", ")),
+                );
             }
         }
         let mut required = |name: &str| -> Option<String> {
@@ -326,7 +385,11 @@ impl Parser {
                 Some(v) => match v.scalar_text() {
                     Some(s) if !s.trim().is_empty() => Some(s),
                     _ => {
-                        self.issue(v.pos, &format!("{path}.{name}"), format!("expected a non-empty string, found {}", v.describe()));
+                        self.issue(
+                            v.pos,
+                            &format!("{path}.{name}"),
+                            format!("expected a non-empty string, found {}", v.describe()),
+                        );
                         None
                     }
                 },
@@ -340,10 +403,14 @@ impl Parser {
         let database = required("database");
         let table = required("table");
         let statement_text = required("statement");
-        if let Some(k) = &key {
-            if let Some(first) = keys.insert(k.clone(), path.to_string()) {
-                self.issue(node.pos, &format!("{path}.key"), format!("key `{k}` is already used by {first}"));
-            }
+        if let Some(k) = &key
+            && let Some(first) = keys.insert(k.clone(), path.to_string())
+        {
+            self.issue(
+                node.pos,
+                &format!("{path}.key"),
+                format!("key `{k}` is already used by {first}"),
+            );
         }
         let statement = statement_text.and_then(|s| match Statement::parse(&s) {
             Ok(st) => Some(st),
@@ -353,10 +420,16 @@ impl Parser {
                 None
             }
         });
-        let document_id = self.template(get.get("document_id").copied(), &format!("{path}.document_id"));
+        let document_id = self.template(
+            get.get("document_id").copied(),
+            &format!("{path}.document_id"),
+        );
         let routing = self.template(get.get("routing").copied(), &format!("{path}.routing"));
         let query = self.template_map(get.get("query").copied(), &format!("{path}.query"));
-        let parent_query = self.template_map(get.get("parent_query").copied(), &format!("{path}.parent_query"));
+        let parent_query = self.template_map(
+            get.get("parent_query").copied(),
+            &format!("{path}.parent_query"),
+        );
         let filter = self.filter(get.get("filter").copied(), &format!("{path}.filter"));
         let fields = match get.get("mapping") {
             Some(m) => self.fields(m, &format!("{path}.mapping"), mappings, prefix, keys),
@@ -365,7 +438,10 @@ impl Parser {
                 Vec::new()
             }
         };
-        if self.issues.len() > before {
+        if database.is_none() || table.is_none() || statement.is_none() {
+            if let Some(k) = &key {
+                self.unbuilt.insert(k.clone());
+            }
             return None;
         }
         Some(Item {
@@ -381,13 +457,18 @@ impl Parser {
             fields,
             path: path.to_string(),
             pos: node.pos,
+            statement_pos: get.get("statement").map_or(node.pos, |n| n.pos),
         })
     }
 
     fn template(&mut self, node: Option<&Node>, path: &str) -> Option<Template> {
         let node = node?;
         let Some(text) = node.scalar_text() else {
-            self.issue(node.pos, path, format!("expected a string, found {}", node.describe()));
+            self.issue(
+                node.pos,
+                path,
+                format!("expected a string, found {}", node.describe()),
+            );
             return None;
         };
         match Template::parse(&text) {
@@ -402,19 +483,32 @@ impl Parser {
     fn template_map(&mut self, node: Option<&Node>, path: &str) -> Vec<(String, Template)> {
         let Some(node) = node else { return Vec::new() };
         let Kind::Map(entries) = &node.kind else {
-            self.issue(node.pos, path, format!("expected `es_field: \"%column\"` pairs, found {}", node.describe()));
+            self.issue(
+                node.pos,
+                path,
+                format!(
+                    "expected `es_field: \"%column\"` pairs, found {}",
+                    node.describe()
+                ),
+            );
             return Vec::new();
         };
         entries
             .iter()
-            .filter_map(|(k, _, v)| Some((k.clone(), self.template(Some(v), &format!("{path}.{k}"))?)))
+            .filter_map(|(k, _, v)| {
+                Some((k.clone(), self.template(Some(v), &format!("{path}.{k}"))?))
+            })
             .collect()
     }
 
     fn filter(&mut self, node: Option<&Node>, path: &str) -> Vec<(String, Vec<Value>)> {
         let Some(node) = node else { return Vec::new() };
         let Kind::Map(entries) = &node.kind else {
-            self.issue(node.pos, path, format!("expected `column: value` pairs, found {}", node.describe()));
+            self.issue(
+                node.pos,
+                path,
+                format!("expected `column: value` pairs, found {}", node.describe()),
+            );
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -422,7 +516,11 @@ impl Parser {
             let values = match &v.kind {
                 Kind::Seq(items) => items.iter().map(Node::to_json).collect(),
                 Kind::Map(_) => {
-                    self.issue(v.pos, &format!("{path}.{k}"), "expected a value or a list of values");
+                    self.issue(
+                        v.pos,
+                        &format!("{path}.{k}"),
+                        "expected a value or a list of values",
+                    );
                     continue;
                 }
                 _ => vec![v.to_json()],
@@ -441,7 +539,11 @@ impl Parser {
         keys: &mut HashMap<String, String>,
     ) -> Vec<Field> {
         let Kind::Seq(entries) = &node.kind else {
-            self.issue(node.pos, path, format!("expected a list of fields, found {}", node.describe()));
+            self.issue(
+                node.pos,
+                path,
+                format!("expected a list of fields, found {}", node.describe()),
+            );
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -452,7 +554,14 @@ impl Parser {
                 continue;
             }
             let Kind::Map(kv) = &e.kind else {
-                self.issue(e.pos, &path, format!("expected a column name or a mapping, found {}", e.describe()));
+                self.issue(
+                    e.pos,
+                    &path,
+                    format!(
+                        "expected a column name or a mapping, found {}",
+                        e.describe()
+                    ),
+                );
                 continue;
             };
             let mut get = HashMap::new();
@@ -460,11 +569,20 @@ impl Parser {
                 if FIELD_KEYS.contains(&k.as_str()) {
                     get.insert(k.as_str(), v);
                 } else if k == "eval_on_deleted" {
-                    self.issue(*pos, &format!("{path}.{k}"), "`eval_on_deleted` is not supported yet");
+                    self.issue(
+                        *pos,
+                        &format!("{path}.{k}"),
+                        "`eval_on_deleted` is not supported yet",
+                    );
                 } else {
-                    self.issue(*pos, &format!("{path}.{k}"), format!(
-                        "unknown key `{k}`; a mapping entry has: {}", FIELD_KEYS.join(", ")
-                    ));
+                    self.issue(
+                        *pos,
+                        &format!("{path}.{k}"),
+                        format!(
+                            "unknown key `{k}`; a mapping entry has: {}",
+                            FIELD_KEYS.join(", ")
+                        ),
+                    );
                 }
             }
             let es_field = get.get("es_field").and_then(|n| n.scalar_text());
@@ -475,31 +593,57 @@ impl Parser {
                         continue;
                     };
                     let Some(items) = get.get("db_field") else {
-                        self.issue(e.pos, &path, "a nested entry needs `db_field`: the list of its items");
+                        self.issue(
+                            e.pos,
+                            &path,
+                            "a nested entry needs `db_field`: the list of its items",
+                        );
                         continue;
                     };
                     let nested_prefix = format!("{prefix}{es}.");
-                    if let Some(group) = self.group(items, &format!("{path}.db_field"), mappings, &nested_prefix, true, keys) {
-                        out.push(Field::Nested { es_field: es, group });
+                    if let Some(group) = self.group(
+                        items,
+                        &format!("{path}.db_field"),
+                        mappings,
+                        &nested_prefix,
+                        true,
+                        keys,
+                    ) {
+                        out.push(Field::Nested {
+                            es_field: es,
+                            group,
+                        });
                     }
                     continue;
                 }
                 Some(_) => {
                     let pos = get.get("type").map_or(e.pos, |n| n.pos);
-                    self.issue(pos, &format!("{path}.type"), "the only supported type is `nested`");
+                    self.issue(
+                        pos,
+                        &format!("{path}.type"),
+                        "the only supported type is `nested`",
+                    );
                     continue;
                 }
                 None => {}
             }
             let column = match (get.get("db_field"), get.get("field")) {
                 (Some(_), Some(_)) => {
-                    self.issue(e.pos, &path, "use either `db_field` (with `es_field`) or `field`, not both");
+                    self.issue(
+                        e.pos,
+                        &path,
+                        "use either `db_field` (with `es_field`) or `field`, not both",
+                    );
                     continue;
                 }
                 (Some(n), None) | (None, Some(n)) => match n.scalar_text() {
                     Some(c) => c,
                     None => {
-                        self.issue(n.pos, &path, format!("expected a column name, found {}", n.describe()));
+                        self.issue(
+                            n.pos,
+                            &path,
+                            format!("expected a column name, found {}", n.describe()),
+                        );
                         continue;
                     }
                 },
@@ -527,14 +671,24 @@ impl Parser {
 
     /// `primary_key` of the master item (default `id`); it may appear nowhere else.
     fn primary_key(&mut self, items_node: &Node, items_path: &str, master: usize) -> Vec<String> {
-        let Kind::Seq(nodes) = &items_node.kind else { return vec!["id".into()] };
+        let Kind::Seq(nodes) = &items_node.kind else {
+            return vec!["id".into()];
+        };
         let mut pk = vec!["id".to_string()];
         for (i, n) in nodes.iter().enumerate() {
-            let Kind::Map(entries) = &n.kind else { continue };
-            let Some((_, pos, v)) = entries.iter().find(|(k, _, _)| k == "primary_key") else { continue };
+            let Kind::Map(entries) = &n.kind else {
+                continue;
+            };
+            let Some((_, pos, v)) = entries.iter().find(|(k, _, _)| k == "primary_key") else {
+                continue;
+            };
             let path = format!("{items_path}[{i}].primary_key");
             if i != master {
-                self.issue(*pos, &path, "`primary_key` belongs on the master item (the one with document_id)");
+                self.issue(
+                    *pos,
+                    &path,
+                    "`primary_key` belongs on the master item (the one with document_id)",
+                );
                 continue;
             }
             let cols: Option<Vec<String>> = match &v.kind {
@@ -543,7 +697,11 @@ impl Parser {
             };
             match cols {
                 Some(c) if !c.is_empty() => pk = c,
-                _ => self.issue(v.pos, &path, "expected a column name or a list of column names"),
+                _ => self.issue(
+                    v.pos,
+                    &path,
+                    "expected a column name or a list of column names",
+                ),
             }
         }
         pk
@@ -620,20 +778,28 @@ impl Parser {
                 Ref::Item { key, .. } if *key == item.key => {
                     Some(format!("`{r}`: an item cannot refer to its own row"))
                 }
-                Ref::Item { key, .. } if !visible.contains(key) => Some(if all_keys.contains(key) {
-                    format!("`{r}`: item `{key}` is defined later or inside a nested list; only earlier items can be referred to")
-                } else {
-                    format!("`{r}`: there is no item with key `{key}`")
-                }),
+                Ref::Item { key, .. } if !visible.contains(key) && !self.unbuilt.contains(key) => {
+                    Some(if all_keys.contains(key) {
+                        format!(
+                            "`{r}`: item `{key}` is defined later or inside a nested list; only earlier items can be referred to"
+                        )
+                    } else {
+                        format!("`{r}`: there is no item with key `{key}`")
+                    })
+                }
                 _ => None,
             };
             if let Some(message) = problem {
-                self.issue(item.pos, &path, message);
+                self.issue(item.statement_pos, &path, message);
             }
         }
         if role == Role::Master {
             if st.has_order_by || st.has_limit {
-                self.issue(item.pos, &path, "the master statement is paged by primary key; remove ORDER BY and LIMIT");
+                self.issue(
+                    item.statement_pos,
+                    &path,
+                    "the master statement is paged by primary key; remove ORDER BY and LIMIT",
+                );
             }
             let lasts: Vec<_> = st
                 .placeholders
@@ -642,7 +808,7 @@ impl Parser {
                 .filter(|(_, p)| matches!(p.reference, Ref::Last(_)))
                 .collect();
             if !lasts.is_empty() && pk.len() != 1 {
-                self.issue(item.pos, &path, "%__last works with a single-column primary key; with a composite key drop the condition (paging is automatic)");
+                self.issue(item.statement_pos, &path, "%__last works with a single-column primary key; with a composite key drop the condition (paging is automatic)");
             }
             for (i, p) in lasts {
                 let bound = st.last_bounds.iter().find(|b| b.placeholder == i);
@@ -650,18 +816,25 @@ impl Parser {
                     b.column == p.reference.column() && pk.first().is_some_and(|k| *k == b.column)
                 });
                 if !ok {
-                    self.issue(item.pos, &path, format!(
+                    self.issue(item.statement_pos, &path, format!(
                         "`{}` must be used as `{col} > {}` at the top level of WHERE, where `{col}` is the primary key ({})",
                         p.reference, p.reference, pk.join(", "), col = p.reference.column()
                     ));
                 }
             }
         }
-        for (name, t) in [("document_id", &item.document_id), ("routing", &item.routing)] {
-            if t.is_some() && role != Role::Master && role != Role::NestedMaster {
-                self.issue(item.pos, &format!("{}.{name}", item.path), format!(
-                    "`{name}` is only meaningful on the master item"
-                ));
+        // A second top-level document_id is reported as a second master item.
+        for (name, t) in [
+            ("document_id", &item.document_id),
+            ("routing", &item.routing),
+        ] {
+            let reported = name == "document_id" && role == Role::Secondary;
+            if t.is_some() && !reported && role != Role::Master && role != Role::NestedMaster {
+                self.issue(
+                    item.pos,
+                    &format!("{}.{name}", item.path),
+                    format!("`{name}` is only meaningful on the master item"),
+                );
             }
         }
     }
@@ -695,7 +868,9 @@ fn column_field(
 
 /// Whether `mappings.properties.a.properties.b.type` (for `a.b`) is a numeric type.
 fn is_numeric(mappings: &Option<Value>, dotted: &str) -> bool {
-    let Some(mut node) = mappings.as_ref() else { return false };
+    let Some(mut node) = mappings.as_ref() else {
+        return false;
+    };
     for part in dotted.split('.') {
         match node.get("properties").and_then(|p| p.get(part)) {
             Some(n) => node = n,

@@ -198,7 +198,10 @@ mod tests {
         let sql = "select * from t where id > %__last.id:(0) and a = %__master.a \
                    and b = %__parent.b and c = %rel.c:(x y)";
         let ps = scan_sql(sql).expect("valid");
-        assert_eq!(refs(&ps), ["%__last.id", "%__master.a", "%__parent.b", "%rel.c"]);
+        assert_eq!(
+            refs(&ps),
+            ["%__last.id", "%__master.a", "%__parent.b", "%rel.c"]
+        );
         assert_eq!(ps[0].default.as_deref(), Some("0"));
         assert_eq!(ps[3].default.as_deref(), Some("x y"));
         assert_eq!(&sql[ps[1].start..ps[1].end], "%__master.a");
@@ -208,7 +211,10 @@ mod tests {
     fn quotes_and_comments_are_not_scanned() {
         let sql = "select * from t where a like 'x%y' and b = \"%q\" -- %c\n and c = %__master.c /* %d */";
         assert_eq!(refs(&scan_sql(sql).expect("valid")), ["%__master.c"]);
-        assert_eq!(refs(&scan_sql("select 'it''s %x' from t").expect("valid")), Vec::<String>::new());
+        assert_eq!(
+            refs(&scan_sql("select 'it''s %x' from t").expect("valid")),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

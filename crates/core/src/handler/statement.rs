@@ -63,8 +63,22 @@ impl Statement {
     pub fn parse(text: &str) -> Result<Self, String> {
         let placeholders = scan_sql(text)?;
         let (marked, offsets) = mark(text, &placeholders);
-        let mut parsed = Parser::parse_sql(&MySqlDialect {}, &marked)
-            .map_err(|e| format!("not valid SQL: {}", strip_marks(&e.to_string(), &placeholders)))?;
+        let mut parsed = Parser::parse_sql(&MySqlDialect {}, &marked).map_err(|e| {
+            let msg = strip_marks(&e.to_string(), &placeholders);
+            let msg = msg.strip_prefix("sql parser error: ").unwrap_or(&msg);
+            // Point at the original text, not the marked one the parser saw.
+            match msg.rsplit_once(" at Line: ").and_then(|(head, at)| {
+                let (line, col) = at.split_once(", Column: ")?;
+                let byte =
+                    offsets.to_original(&marked, line.parse().ok()?, col.trim().parse().ok()?)?;
+                Some((head.to_string(), text.get(..byte)?.chars().count() + 1))
+            }) {
+                Some((head, char_col)) => {
+                    format!("not valid SQL: {head} (at character {char_col} of the statement)")
+                }
+                None => format!("not valid SQL: {msg}"),
+            }
+        })?;
         if parsed.len() != 1 {
             return Err(format!(
                 "must be exactly one SELECT statement, found {}",
@@ -102,8 +116,7 @@ impl Statement {
         let mut last_bounds = Vec::new();
         if let Some(selection) = &select.selection {
             for conjunct in conjuncts(selection) {
-                let Some((cmp, is_eq)) = comparison(conjunct, &placeholders, &to_original)
-                else {
+                let Some((cmp, is_eq)) = comparison(conjunct, &placeholders, &to_original) else {
                     continue;
                 };
                 let is_last = matches!(placeholders[cmp.placeholder].reference, Ref::Last(_));
@@ -320,9 +333,24 @@ fn column_name(e: &Expr) -> Option<String> {
 }
 
 const AGGREGATES: &[&str] = &[
-    "COUNT", "SUM", "MIN", "MAX", "AVG", "GROUP_CONCAT", "JSON_ARRAYAGG", "JSON_OBJECTAGG",
-    "BIT_AND", "BIT_OR", "BIT_XOR", "STD", "STDDEV", "STDDEV_POP", "STDDEV_SAMP", "VARIANCE",
-    "VAR_POP", "VAR_SAMP",
+    "COUNT",
+    "SUM",
+    "MIN",
+    "MAX",
+    "AVG",
+    "GROUP_CONCAT",
+    "JSON_ARRAYAGG",
+    "JSON_OBJECTAGG",
+    "BIT_AND",
+    "BIT_OR",
+    "BIT_XOR",
+    "STD",
+    "STDDEV",
+    "STDDEV_POP",
+    "STDDEV_SAMP",
+    "VARIANCE",
+    "VAR_POP",
+    "VAR_SAMP",
 ];
 
 fn has_aggregate(e: &Expr) -> bool {
@@ -360,7 +388,10 @@ mod tests {
 
         let m = parse("select * from users where `id` > %__last.id:(0) and role_id = 1");
         assert_eq!(m.last_bounds.len(), 1);
-        assert_eq!(&m.text[m.last_bounds[0].range.clone()], "`id` > %__last.id:(0)");
+        assert_eq!(
+            &m.text[m.last_bounds[0].range.clone()],
+            "`id` > %__last.id:(0)"
+        );
         assert_eq!(m.last_bounds[0].column, "id");
     }
 
@@ -368,7 +399,10 @@ mod tests {
     fn spans_survive_multiline_and_unicode() {
         let sql = "select * from t\n where note = 'ä' and\n  t.parent_id = %__parent.id";
         let st = parse(sql);
-        assert_eq!(&sql[st.equalities[0].range.clone()], "t.parent_id = %__parent.id");
+        assert_eq!(
+            &sql[st.equalities[0].range.clone()],
+            "t.parent_id = %__parent.id"
+        );
         assert_eq!(st.equalities[0].column_sql, "t.parent_id");
     }
 

@@ -120,7 +120,9 @@ fn convert(n: &MarkedYaml<'_>) -> Result<Node, SyntaxError> {
     let kind = match &n.data {
         YamlData::Value(s) => scalar(s),
         YamlData::Representation(text, _, _) => Kind::Str(text.to_string()),
-        YamlData::Sequence(items) => Kind::Seq(items.iter().map(convert).collect::<Result<_, _>>()?),
+        YamlData::Sequence(items) => {
+            Kind::Seq(items.iter().map(convert).collect::<Result<_, _>>()?)
+        }
         YamlData::Mapping(map) => {
             let mut entries = Vec::with_capacity(map.len());
             for (k, v) in map.iter() {
@@ -148,7 +150,8 @@ fn convert(n: &MarkedYaml<'_>) -> Result<Node, SyntaxError> {
         YamlData::Alias(_) => {
             return Err(SyntaxError {
                 pos,
-                message: "unresolved alias: define the anchor (&name) before using it (*name)".into(),
+                message: "unresolved alias: define the anchor (&name) before using it (*name)"
+                    .into(),
             });
         }
         YamlData::BadValue => {
@@ -179,12 +182,21 @@ mod tests {
     fn positions_and_aliases() {
         let text = "a: &x\n  - k: 1\nb:\n  c: *x\n";
         let root = parse(text).expect("valid");
-        let Kind::Map(entries) = &root.kind else { panic!("map") };
+        let Kind::Map(entries) = &root.kind else {
+            panic!("map")
+        };
         assert_eq!(entries[0].0, "a");
         assert_eq!(entries[0].1, Pos { line: 1, col: 1 });
-        let Kind::Map(b) = &entries[1].2.kind else { panic!("map") };
-        let Kind::Seq(aliased) = &b[0].2.kind else { panic!("alias resolved to a list") };
-        assert_eq!(aliased[0].pos.line, 2, "an alias keeps the anchor's positions");
+        let Kind::Map(b) = &entries[1].2.kind else {
+            panic!("map")
+        };
+        let Kind::Seq(aliased) = &b[0].2.kind else {
+            panic!("alias resolved to a list")
+        };
+        assert_eq!(
+            aliased[0].pos.line, 2,
+            "an alias keeps the anchor's positions"
+        );
     }
 
     #[test]
