@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod handler;
+pub mod materialize;
 pub mod position;
 pub mod retry;
 pub mod secret;

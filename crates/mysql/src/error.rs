@@ -26,6 +26,8 @@ pub enum MySqlError {
         #[source]
         source: mysql_async::Error,
     },
+    #[error("app config: {message}")]
+    Config { message: String },
     #[error("mysql.{database}: TLS files: {message}")]
     Tls { database: String, message: String },
 }
@@ -50,7 +52,7 @@ impl Transient for MySqlError {
                 transient(source)
             }
             MySqlError::ConnectTimeout { .. } => true,
-            MySqlError::Tls { .. } => false,
+            MySqlError::Tls { .. } | MySqlError::Config { .. } => false,
         }
     }
 }

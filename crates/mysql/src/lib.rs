@@ -6,9 +6,11 @@
 mod error;
 mod opts;
 mod server;
+mod source;
 
 pub use error::MySqlError;
 pub use opts::{connect, opts, pool};
 pub use server::{ServerInfo, binlog_position, server_info};
+pub use source::{MySqlSource, column_kind};
 
 pub use mysql_async;

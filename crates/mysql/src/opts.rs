@@ -13,7 +13,9 @@ pub fn opts(database: &str, cfg: &MySqlConfig) -> Result<Opts, MySqlError> {
         .pass(Some(cfg.password.expose().to_string()))
         .db_name(Some(cfg.schema_name(database).to_string()))
         .prefer_socket(false)
-        .stmt_cache_size(256);
+        .stmt_cache_size(256)
+        // TIMESTAMP values in UTC; text in utf8mb4 whatever the server default.
+        .setup(vec!["SET time_zone = '+00:00', NAMES utf8mb4"]);
     if cfg.tls.mode != TlsMode::Disabled {
         let mut ssl = SslOpts::default()
             .with_danger_skip_domain_validation(cfg.tls.mode == TlsMode::VerifyCa);

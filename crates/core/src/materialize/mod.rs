@@ -1,0 +1,261 @@
+//! The materializer: master keys → complete documents, by running the handler's item
+//! statements against MySQL, batched (one query per item per batch of masters).
+//!
+//! `update` drives it page by page ([`Materializer::page`]); `sync` drives it over
+//! the masters a batch of changes affects ([`Materializer::keys`]). The queries go
+//! through a [`RowSource`], which the MySQL adapter implements; this module does no
+//! I/O of its own.
+
+mod assemble;
+mod plan;
+mod resolve;
+
+pub use plan::MAX_IN_VALUES;
+
+use crate::Transient;
+use crate::handler::Handler;
+use crate::value::{Cell, ColumnKind, MatchKey};
+use std::future::Future;
+use std::sync::Arc;
+
+/// A result column: its name and how its values convert to JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnMeta {
+    pub name: String,
+    pub kind: ColumnKind,
+}
+
+/// One result row; rows of one result share their column list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub columns: Arc<[ColumnMeta]>,
+    pub cells: Vec<Cell>,
+}
+
+impl Row {
+    /// The cell and kind of `column` (exact name first, then case-insensitively, as
+    /// MySQL column names are).
+    pub fn get(&self, column: &str) -> Option<(&Cell, ColumnKind)> {
+        let i = self
+            .columns
+            .iter()
+            .position(|c| c.name == column)
+            .or_else(|| {
+                self.columns
+                    .iter()
+                    .position(|c| c.name.eq_ignore_ascii_case(column))
+            })?;
+        Some((&self.cells[i], self.columns[i].kind))
+    }
+}
+
+/// Runs one statement. Implemented by the MySQL adapter over its connection pools.
+pub trait RowSource: Sync {
+    type Error: std::error::Error + Transient + Send + Sync + 'static;
+
+    /// Run `sql` on logical database `database`, binding `params` to its `?` in order.
+    fn query(
+        &self,
+        database: &str,
+        sql: &str,
+        params: Vec<Cell>,
+    ) -> impl Future<Output = Result<Vec<Row>, Self::Error>> + Send;
+}
+
+/// A document ready to be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    /// The master row's primary key values.
+    pub key: Vec<Cell>,
+    /// `_id`, from the master item's `document_id`.
+    pub id: String,
+    /// From the master item's `routing`, when set.
+    pub routing: Option<String>,
+    pub source: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Query counts of one materializer call, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryStats {
+    /// Statements run, batched or not.
+    pub queries: u64,
+    /// Of those, statements run for a single row because the item's statement could
+    /// not be batched (see the README on batchable shapes).
+    pub unbatched: u64,
+    /// Rows read.
+    pub rows: u64,
+}
+
+impl std::ops::AddAssign for QueryStats {
+    fn add_assign(&mut self, o: Self) {
+        self.queries += o.queries;
+        self.unbatched += o.unbatched;
+        self.rows += o.rows;
+    }
+}
+
+/// One page of an `update` scan.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub documents: Vec<Document>,
+    /// Key of the last master row read; pass it as `after` for the next page. `None`
+    /// when the page was empty: the scan is complete.
+    pub last_key: Option<Vec<Cell>>,
+    pub stats: QueryStats,
+}
+
+/// The documents for a set of master keys.
+#[derive(Debug, Clone)]
+pub struct Materialized {
+    pub documents: Vec<Document>,
+    /// Requested keys whose master row is gone or fails the master statement's
+    /// WHERE: their documents should be deleted.
+    pub missing: Vec<Vec<Cell>>,
+    pub stats: QueryStats,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError<E: std::error::Error + 'static> {
+    #[error("item `{item}` ({database}): {source}")]
+    Source {
+        item: String,
+        database: String,
+        #[source]
+        source: E,
+    },
+    #[error("item `{item}`: column `{column}` is not in the result of its statement")]
+    MissingColumn { item: String, column: String },
+    #[error("master key has {got} values; the primary key ({pk}) has {want}")]
+    KeyArity { got: usize, want: usize, pk: String },
+}
+
+impl<E: std::error::Error + Transient + 'static> Transient for MaterializeError<E> {
+    fn is_transient(&self) -> bool {
+        match self {
+            MaterializeError::Source { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// Builds documents for one handler.
+#[derive(Debug)]
+pub struct Materializer<'h> {
+    handler: &'h Handler,
+    plan: plan::Plan<'h>,
+}
+
+impl<'h> Materializer<'h> {
+    pub fn new(handler: &'h Handler) -> Self {
+        Self {
+            handler,
+            plan: plan::Plan::new(handler),
+        }
+    }
+
+    pub fn handler(&self) -> &Handler {
+        self.handler
+    }
+
+    /// Up to `limit` documents whose master key is greater than `after` (from the
+    /// start when `None`), in primary-key order.
+    pub async fn page<S: RowSource>(
+        &self,
+        source: &S,
+        after: Option<&[Cell]>,
+        limit: usize,
+    ) -> Result<Page, MaterializeError<S::Error>> {
+        if let Some(a) = after {
+            self.check_arity(a)?;
+        }
+        let (sql, params) = self.plan.master_page(after, limit);
+        let mut stats = QueryStats::default();
+        let masters = self.run_master(source, &sql, params, &mut stats).await?;
+        let last_key = masters
+            .last()
+            .map(|r| self.plan.master_key(r))
+            .transpose()?;
+        let documents = resolve::documents(&self.plan, source, masters, &mut stats).await?;
+        Ok(Page {
+            documents,
+            last_key,
+            stats,
+        })
+    }
+
+    /// Documents for the given master keys, plus the keys that have no document.
+    pub async fn keys<S: RowSource>(
+        &self,
+        source: &S,
+        keys: &[Vec<Cell>],
+    ) -> Result<Materialized, MaterializeError<S::Error>> {
+        let mut stats = QueryStats::default();
+        let mut masters = Vec::new();
+        let mut distinct: Vec<&Vec<Cell>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for k in keys {
+            self.check_arity(k)?;
+            if seen.insert(match_key(k)) {
+                distinct.push(k);
+            }
+        }
+        for chunk in distinct.chunks(plan::MAX_IN_VALUES / self.handler.primary_key.len().max(1)) {
+            let (sql, params) = self.plan.master_keys(chunk);
+            masters.extend(self.run_master(source, &sql, params, &mut stats).await?);
+        }
+        let mut found = std::collections::HashSet::new();
+        for r in &masters {
+            found.insert(match_key(&self.plan.master_key(r)?));
+        }
+        let missing = distinct
+            .into_iter()
+            .filter(|k| !found.contains(&match_key(k)))
+            .cloned()
+            .collect();
+        let documents = resolve::documents(&self.plan, source, masters, &mut stats).await?;
+        Ok(Materialized {
+            documents,
+            missing,
+            stats,
+        })
+    }
+
+    async fn run_master<S: RowSource>(
+        &self,
+        source: &S,
+        sql: &str,
+        params: Vec<Cell>,
+        stats: &mut QueryStats,
+    ) -> Result<Vec<Arc<Row>>, MaterializeError<S::Error>> {
+        let m = self.handler.master();
+        let rows =
+            source
+                .query(&m.database, sql, params)
+                .await
+                .map_err(|e| MaterializeError::Source {
+                    item: m.key.clone(),
+                    database: m.database.clone(),
+                    source: e,
+                })?;
+        stats.queries += 1;
+        stats.rows += rows.len() as u64;
+        Ok(rows.into_iter().map(Arc::new).collect())
+    }
+
+    fn check_arity<E: std::error::Error>(&self, key: &[Cell]) -> Result<(), MaterializeError<E>> {
+        let pk = &self.handler.primary_key;
+        if key.len() == pk.len() {
+            Ok(())
+        } else {
+            Err(MaterializeError::KeyArity {
+                got: key.len(),
+                want: pk.len(),
+                pk: pk.join(", "),
+            })
+        }
+    }
+}
+
+pub(crate) fn match_key(cells: &[Cell]) -> Vec<MatchKey> {
+    cells.iter().map(Cell::match_key).collect()
+}
