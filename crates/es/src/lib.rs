@@ -4,8 +4,10 @@
 
 mod client;
 mod error;
+mod index;
 
 pub use client::{ClusterInfo, client, cluster_info};
 pub use error::EsError;
+pub use index::check_index_body;
 
 pub use elasticsearch;

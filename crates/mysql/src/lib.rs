@@ -5,11 +5,13 @@
 
 mod error;
 mod opts;
+mod preflight;
 mod server;
 mod source;
 
 pub use error::MySqlError;
 pub use opts::{connect, opts, pool};
+pub use preflight::{PreflightProblem, check_handler};
 pub use server::{ServerInfo, binlog_position, server_info};
 pub use source::{MySqlSource, column_kind};
 
