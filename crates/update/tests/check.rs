@@ -68,7 +68,6 @@ async fn missing_columns_and_tables_are_listed_together() {
             "- {db_field: title, es_field: product_title}",
             "- {db_field: titel, es_field: product_title}",
         )
-        .replace("table: categories", "table: categories")
         .replace("from categories where", "from categoriez where");
     let out = check(&env, &db.name, &handler);
     let stderr = text(&out.stderr);
