@@ -6,6 +6,7 @@
 //! crate; it depends on none of them and does no network I/O.
 
 pub mod config;
+pub mod event;
 pub mod handler;
 pub mod materialize;
 pub mod position;

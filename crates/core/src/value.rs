@@ -91,16 +91,111 @@ pub enum Cell {
 /// The JSON for `cell` from a column of `kind`. `decimal_as_number` is set when the
 /// Elasticsearch mapping of the target field is numeric.
 pub fn to_json(kind: ColumnKind, cell: &Cell, decimal_as_number: bool) -> Value {
+    let mut sink = ValueSink(Value::Null);
+    convert(kind, cell, decimal_as_number, &mut sink);
+    sink.0
+}
+
+/// The same JSON as [`to_json`], appended to `out` as text (no intermediate value).
+pub fn write_json(kind: ColumnKind, cell: &Cell, decimal_as_number: bool, out: &mut Vec<u8>) {
+    convert(kind, cell, decimal_as_number, &mut ByteSink(out));
+}
+
+/// Receives one converted value. The one conversion ([`convert`]) feeds either a
+/// [`Value`] or JSON text, so both forms always agree.
+trait Sink {
+    fn null(&mut self);
+    fn i64(&mut self, v: i64);
+    fn u64(&mut self, v: u64);
+    fn f64(&mut self, v: f64);
+    fn str(&mut self, v: &str);
+    /// A string made of ASCII that needs no escaping (dates, times).
+    fn plain(&mut self, args: std::fmt::Arguments<'_>);
+    /// A number given as MySQL decimal text (`-12.50`).
+    fn decimal(&mut self, text: &str);
+    fn json(&mut self, v: &Value);
+}
+
+struct ValueSink(Value);
+
+impl Sink for ValueSink {
+    fn null(&mut self) {
+        self.0 = Value::Null;
+    }
+    fn i64(&mut self, v: i64) {
+        self.0 = Value::from(v);
+    }
+    fn u64(&mut self, v: u64) {
+        self.0 = Value::from(v);
+    }
+    fn f64(&mut self, v: f64) {
+        self.0 = Number::from_f64(v).map_or(Value::Null, Value::Number);
+    }
+    fn str(&mut self, v: &str) {
+        self.0 = Value::String(v.to_string());
+    }
+    fn plain(&mut self, args: std::fmt::Arguments<'_>) {
+        self.0 = Value::String(args.to_string());
+    }
+    fn decimal(&mut self, text: &str) {
+        self.0 = decimal_number(text).unwrap_or_else(|| Value::String(text.to_string()));
+    }
+    fn json(&mut self, v: &Value) {
+        self.0 = v.clone();
+    }
+}
+
+struct ByteSink<'a>(&'a mut Vec<u8>);
+
+impl Sink for ByteSink<'_> {
+    fn null(&mut self) {
+        self.0.extend_from_slice(b"null");
+    }
+    fn i64(&mut self, v: i64) {
+        self.0
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+    fn f64(&mut self, v: f64) {
+        match Number::from_f64(v) {
+            Some(n) => self.0.extend_from_slice(n.to_string().as_bytes()),
+            None => self.null(),
+        }
+    }
+    fn str(&mut self, v: &str) {
+        write_str(v, self.0);
+    }
+    fn plain(&mut self, args: std::fmt::Arguments<'_>) {
+        use std::io::Write;
+        self.0.push(b'"');
+        let _ = self.0.write_fmt(args);
+        self.0.push(b'"');
+    }
+    fn decimal(&mut self, text: &str) {
+        match decimal_number(text) {
+            Some(v) => self.json(&v),
+            None => self.str(text),
+        }
+    }
+    fn json(&mut self, v: &Value) {
+        let _ = serde_json::to_writer(&mut *self.0, v);
+    }
+}
+
+fn convert(kind: ColumnKind, cell: &Cell, decimal_as_number: bool, out: &mut dyn Sink) {
     match cell {
-        Cell::Null => Value::Null,
+        Cell::Null => out.null(),
         Cell::Int(i) => match kind {
-            ColumnKind::Timestamp { .. } => Value::Null,
-            _ => Value::from(*i),
+            ColumnKind::Timestamp { .. } => out.null(),
+            _ => out.i64(*i),
         },
-        Cell::UInt(u) => Value::from(*u),
-        Cell::Float(f) => float(f.to_string().parse().unwrap_or(f64::NAN)),
-        Cell::Double(d) => float(*d),
-        Cell::Json(v) => v.clone(),
+        Cell::UInt(u) => out.u64(*u),
+        Cell::Float(f) => out.f64(f.to_string().parse().unwrap_or(f64::NAN)),
+        Cell::Double(d) => out.f64(*d),
+        Cell::Json(v) => out.json(v),
         Cell::Date {
             year,
             month,
@@ -111,22 +206,22 @@ pub fn to_json(kind: ColumnKind, cell: &Cell, decimal_as_number: bool) -> Value 
             micro,
         } => {
             if *year == 0 && *month == 0 && *day == 0 {
-                return Value::Null;
+                return out.null();
             }
-            let date = format!("{year:04}-{month:02}-{day:02}");
+            let (h, mi, s) = (hour, minute, second);
             match kind {
-                ColumnKind::Date => Value::String(date),
-                ColumnKind::Timestamp { fsp } => Value::String(format!(
-                    "{date}T{hour:02}:{minute:02}:{second:02}{}Z",
-                    fraction(*micro, fsp)
+                ColumnKind::Date => out.plain(format_args!("{year:04}-{month:02}-{day:02}")),
+                ColumnKind::Timestamp { fsp } => out.plain(format_args!(
+                    "{year:04}-{month:02}-{day:02}T{h:02}:{mi:02}:{s:02}{}Z",
+                    Fraction(*micro, fsp)
                 )),
-                ColumnKind::DateTime { fsp } => Value::String(format!(
-                    "{date}T{hour:02}:{minute:02}:{second:02}{}",
-                    fraction(*micro, fsp)
+                ColumnKind::DateTime { fsp } => out.plain(format_args!(
+                    "{year:04}-{month:02}-{day:02}T{h:02}:{mi:02}:{s:02}{}",
+                    Fraction(*micro, fsp)
                 )),
-                _ => Value::String(format!(
-                    "{date}T{hour:02}:{minute:02}:{second:02}{}",
-                    fraction(*micro, 6)
+                _ => out.plain(format_args!(
+                    "{year:04}-{month:02}-{day:02}T{h:02}:{mi:02}:{s:02}{}",
+                    Fraction(*micro, 6)
                 )),
             }
         }
@@ -143,83 +238,109 @@ pub fn to_json(kind: ColumnKind, cell: &Cell, decimal_as_number: bool) -> Value 
                 _ => 6,
             };
             let h = u64::from(*days) * 24 + u64::from(*hours);
-            Value::String(format!(
+            out.plain(format_args!(
                 "{}{h:02}:{minutes:02}:{seconds:02}{}",
                 if *negative { "-" } else { "" },
-                fraction(*micro, fsp)
+                Fraction(*micro, fsp)
             ))
         }
-        Cell::Bytes(b) => bytes_to_json(kind, b, decimal_as_number),
+        Cell::Bytes(b) => bytes(kind, b, decimal_as_number, out),
     }
 }
 
-fn bytes_to_json(kind: ColumnKind, b: &[u8], decimal_as_number: bool) -> Value {
+fn bytes(kind: ColumnKind, b: &[u8], decimal_as_number: bool, out: &mut dyn Sink) {
     match kind {
-        ColumnKind::Binary => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
-        ColumnKind::Bit => {
-            let n = b.iter().fold(0u64, |acc, byte| acc << 8 | u64::from(*byte));
-            Value::from(n)
-        }
-        ColumnKind::Json => serde_json::from_slice(b)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned())),
+        ColumnKind::Binary => out.plain(format_args!(
+            "{}",
+            base64::engine::general_purpose::STANDARD.encode(b)
+        )),
+        ColumnKind::Bit => out.u64(b.iter().fold(0u64, |acc, byte| acc << 8 | u64::from(*byte))),
+        ColumnKind::Json => match serde_json::from_slice::<Value>(b) {
+            Ok(v) => out.json(&v),
+            Err(_) => out.str(&String::from_utf8_lossy(b)),
+        },
         ColumnKind::Decimal => {
-            let text = String::from_utf8_lossy(b).into_owned();
+            let text = String::from_utf8_lossy(b);
             if decimal_as_number {
-                decimal_number(&text).unwrap_or(Value::String(text))
+                out.decimal(&text)
             } else {
-                Value::String(text)
+                out.str(&text)
             }
         }
-        // Text protocol delivers numbers and dates as text; parse them back.
+        // The text protocol delivers numbers and dates as text; parse them back.
         ColumnKind::Int | ColumnKind::Year => {
-            parse_text(b, |s| s.parse::<i64>().ok().map(Value::from))
+            let s = String::from_utf8_lossy(b);
+            match s.parse::<i64>() {
+                Ok(i) => out.i64(i),
+                Err(_) => out.str(&s),
+            }
         }
-        ColumnKind::UInt => parse_text(b, |s| s.parse::<u64>().ok().map(Value::from)),
+        ColumnKind::UInt => {
+            let s = String::from_utf8_lossy(b);
+            match s.parse::<u64>() {
+                Ok(u) => out.u64(u),
+                Err(_) => out.str(&s),
+            }
+        }
         ColumnKind::Float | ColumnKind::Double => {
-            parse_text(b, |s| s.parse::<f64>().ok().map(float))
+            let s = String::from_utf8_lossy(b);
+            match s.parse::<f64>() {
+                Ok(f) => out.f64(f),
+                Err(_) => out.str(&s),
+            }
         }
         ColumnKind::Date
         | ColumnKind::DateTime { .. }
         | ColumnKind::Timestamp { .. }
-        | ColumnKind::Time { .. } => temporal_text(kind, b),
+        | ColumnKind::Time { .. } => {
+            let s = String::from_utf8_lossy(b);
+            if s.starts_with("0000-00-00") {
+                return out.null();
+            }
+            match kind {
+                ColumnKind::Date | ColumnKind::Time { .. } => out.str(&s),
+                ColumnKind::Timestamp { .. } => out.str(&format!("{}Z", s.replacen(' ', "T", 1))),
+                _ => out.str(&s.replacen(' ', "T", 1)),
+            }
+        }
         ColumnKind::Other => match std::str::from_utf8(b) {
-            Ok(s) => Value::String(s.to_string()),
-            Err(_) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+            Ok(s) => out.str(s),
+            Err(_) => out.plain(format_args!(
+                "{}",
+                base64::engine::general_purpose::STANDARD.encode(b)
+            )),
         },
         ColumnKind::Enum | ColumnKind::Set | ColumnKind::Text => {
-            Value::String(String::from_utf8_lossy(b).into_owned())
+            out.str(&String::from_utf8_lossy(b))
         }
     }
 }
 
-fn parse_text(b: &[u8], f: impl Fn(&str) -> Option<Value>) -> Value {
-    let s = String::from_utf8_lossy(b);
-    f(&s).unwrap_or_else(|| Value::String(s.into_owned()))
-}
-
-/// `2024-01-31 13:45:00.5` (text protocol) in the same form as a binary Date cell.
-fn temporal_text(kind: ColumnKind, b: &[u8]) -> Value {
-    let s = String::from_utf8_lossy(b);
-    if s.starts_with("0000-00-00") {
-        return Value::Null;
-    }
-    match kind {
-        ColumnKind::Date | ColumnKind::Time { .. } => Value::String(s.into_owned()),
-        ColumnKind::Timestamp { .. } => Value::String(format!("{}Z", s.replacen(' ', "T", 1))),
-        _ => Value::String(s.replacen(' ', "T", 1)),
+/// `v` as a JSON string. Most text needs no escaping and is copied as it is.
+pub fn write_str(v: &str, out: &mut Vec<u8>) {
+    if v.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(v.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(v.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, v);
     }
 }
 
-fn fraction(micro: u32, fsp: u8) -> String {
-    if fsp == 0 {
-        return String::new();
-    }
-    let digits = format!("{micro:06}");
-    format!(".{}", &digits[..usize::from(fsp.min(6))])
-}
+/// `.fff` with the column's fractional digits; nothing for fsp 0.
+struct Fraction(u32, u8);
 
-fn float(f: f64) -> Value {
-    Number::from_f64(f).map_or(Value::Null, Value::Number)
+impl std::fmt::Display for Fraction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fsp = usize::from(self.1.min(6));
+        if fsp == 0 {
+            return Ok(());
+        }
+        let digits = self.0 / 10u32.pow(6 - fsp as u32);
+        write!(f, ".{digits:0fsp$}")
+    }
 }
 
 /// A DECIMAL text as a JSON number: an integer when it has no fraction and fits,
@@ -237,7 +358,10 @@ fn decimal_number(text: &str) -> Option<Value> {
             return Some(Value::from(n));
         }
     }
-    t.parse::<f64>().ok().map(float)
+    t.parse::<f64>()
+        .ok()
+        .and_then(Number::from_f64)
+        .map(Value::Number)
 }
 
 /// A comparable key for matching a row's column to a parameter value: integers of
@@ -273,6 +397,51 @@ impl Cell {
             v => v.to_string(),
         }
     }
+}
+
+impl Cell {
+    /// A UTC date-time from seconds and microseconds since the Unix epoch (how the
+    /// binlog stores TIMESTAMP). Epoch 0 is MySQL's zero timestamp: all zeros.
+    pub fn from_unix(secs: i64, micro: u32) -> Cell {
+        if secs == 0 && micro == 0 {
+            return Cell::Date {
+                year: 0,
+                month: 0,
+                day: 0,
+                hour: 0,
+                minute: 0,
+                second: 0,
+                micro: 0,
+            };
+        }
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let (year, month, day) = civil_from_days(days);
+        Cell::Date {
+            year: u16::try_from(year).unwrap_or(0),
+            month,
+            day,
+            hour: (rem / 3600) as u8,
+            minute: (rem % 3600 / 60) as u8,
+            second: (rem % 60) as u8,
+            micro,
+        }
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 fn canonical_int(s: &str) -> Option<i128> {
@@ -381,6 +550,61 @@ mod tests {
             to_json(ColumnKind::Set, &Cell::Bytes(b"a,b".to_vec()), false),
             json!("a,b")
         );
+    }
+
+    #[test]
+    fn unix_times_become_utc_dates() {
+        assert_eq!(
+            Cell::from_unix(1_709_251_199, 654_321),
+            date(2024, 2, 29, 23, 59, 59, 654_321)
+        );
+        assert_eq!(Cell::from_unix(86_400, 0), date(1970, 1, 2, 0, 0, 0, 0));
+        assert_eq!(
+            Cell::from_unix(2_147_483_647, 0),
+            date(2038, 1, 19, 3, 14, 7, 0)
+        );
+        assert_eq!(
+            to_json(
+                ColumnKind::Timestamp { fsp: 0 },
+                &Cell::from_unix(0, 0),
+                false
+            ),
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn text_and_value_forms_agree() {
+        let cases = [
+            (ColumnKind::Decimal, Cell::Bytes(b"12.50".to_vec()), true),
+            (ColumnKind::Decimal, Cell::Bytes(b"-3.000".to_vec()), true),
+            (ColumnKind::Decimal, Cell::Bytes(b"12.50".to_vec()), false),
+            (
+                ColumnKind::DateTime { fsp: 3 },
+                date(2024, 1, 31, 13, 45, 0, 120_000),
+                false,
+            ),
+            (
+                ColumnKind::Text,
+                Cell::Bytes("quote \" and ✓".as_bytes().to_vec()),
+                false,
+            ),
+            (ColumnKind::Binary, Cell::Bytes(vec![0, 255]), false),
+            (ColumnKind::Float, Cell::Float(0.1), false),
+            (ColumnKind::UInt, Cell::UInt(u64::MAX), false),
+            (
+                ColumnKind::Json,
+                Cell::Bytes(br#"{"a":[1,"x"]}"#.to_vec()),
+                false,
+            ),
+            (ColumnKind::Date, date(0, 0, 0, 0, 0, 0, 0), false),
+        ];
+        for (kind, cell, dec) in cases {
+            let mut text = Vec::new();
+            write_json(kind, &cell, dec, &mut text);
+            let parsed: Value = serde_json::from_slice(&text).expect("valid JSON");
+            assert_eq!(parsed, to_json(kind, &cell, dec), "{kind:?} {cell:?}");
+        }
     }
 
     #[test]

@@ -29,9 +29,12 @@ pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
 /// An idempotent producer (`acks=all`) with compression.
 pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
     let mut c = ClientConfig::new();
+    // murmur2_random: the Java client's partitioner, so every client agrees where a key goes.
     c.set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("compression.type", "lz4");
+        .set("compression.type", "lz4")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5");
     // User options last, so an operator can override our defaults.
     for (k, v) in client_config(cfg).config_map() {
         c.set(k, v);
@@ -106,6 +109,101 @@ pub async fn ensure_topic(cfg: &KafkaConfig, topic: &str) -> Result<bool, KafkaE
         Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
         Some(Err((topic, code))) => Err(KafkaError::CreateTopic { topic, code }),
     }
+}
+
+/// The `version` of the last event on each partition of `topic` (partitions whose last
+/// message is not a change event are skipped). Tells a restarted `listen` which of
+/// the events it publishes again are duplicates.
+pub async fn last_versions(
+    cfg: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<u64>, KafkaError> {
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    let mut c = client_config(cfg);
+    c.set("group.id", "mee-listen-probe")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = c.create().map_err(client_error("probe"))?;
+    let brokers = cfg.brokers.join(",");
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let request = |what: &str, source| KafkaError::Request {
+            brokers: brokers.clone(),
+            what: what.to_string(),
+            source: Box::new(source),
+        };
+        let md = consumer
+            .fetch_metadata(Some(&topic), timeout)
+            .map_err(|e| request("fetch metadata", e))?;
+        let mut tpl = TopicPartitionList::new();
+        let mut wanted = 0;
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) = consumer
+                .fetch_watermarks(&topic, p.id(), timeout)
+                .map_err(|e| request("fetch watermarks", e))?;
+            if high > low {
+                tpl.add_partition_offset(&topic, p.id(), Offset::Offset(high - 1))
+                    .map_err(|e| request("assign", e))?;
+                wanted += 1;
+            }
+        }
+        let mut versions = Vec::new();
+        if wanted == 0 {
+            return Ok(versions);
+        }
+        consumer.assign(&tpl).map_err(|e| request("assign", e))?;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut seen = 0;
+        while seen < wanted && std::time::Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    seen += 1;
+                    if let Some(e) = m
+                        .payload()
+                        .and_then(|p| mee_core::event::ChangeEvent::from_json(p).ok())
+                    {
+                        versions.push(e.version);
+                    }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => return Err(request("read the last messages", e)),
+                None => {}
+            }
+        }
+        Ok(versions)
+    })
+    .await
+    .expect("probe task does not panic")
+}
+
+/// The number of partitions `topic` has.
+pub async fn partition_count(
+    cfg: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32, KafkaError> {
+    let consumer: BaseConsumer = client_config(cfg)
+        .create()
+        .map_err(client_error("metadata"))?;
+    let brokers = cfg.brokers.join(",");
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let md = consumer
+            .fetch_metadata(Some(&topic), timeout)
+            .map_err(|source| KafkaError::Request {
+                brokers: brokers.clone(),
+                what: format!("metadata of {topic}"),
+                source: Box::new(source),
+            })?;
+        Ok(md
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len() as i32))
+    })
+    .await
+    .expect("metadata task does not panic")
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@
 mod client;
 mod error;
 
-pub use client::{ClusterInfo, client_config, cluster_info, consumer, ensure_topic, producer};
+pub use client::{
+    ClusterInfo, client_config, cluster_info, consumer, ensure_topic, last_versions,
+    partition_count, producer,
+};
 pub use error::KafkaError;
 
 pub use rdkafka;

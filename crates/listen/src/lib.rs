@@ -1,31 +1,53 @@
 //! `listen -d <database>`: the binlog reader.
 //!
-//! Current state: loads and validates the app config, connects to the source database,
-//! Kafka and Redis (retrying while they are unreachable), serves `/metrics` and
-//! `/healthz`, and exits cleanly on SIGTERM or Ctrl-C. Reading the binlog and
-//! publishing change events is not implemented yet.
+//! Connects to the source as a replica, reads the ROW binlog of one logical database
+//! and publishes one JSON change event per row to Kafka (topic `mee.<database>`,
+//! key `<database>.<table>:<primary key>`). The position is saved in Redis only after
+//! Kafka confirmed every event before it; a restart resumes there (at-least-once).
+
+mod checks;
+mod error;
+mod metrics;
+mod reader;
+mod session;
+mod start;
+
+pub use error::ListenError;
+pub use start::StartFrom;
 
 use clap::Parser;
-use mee_core::AppConfig;
+use mee_core::secret::redact_url;
+use mee_core::{AppConfig, Backoff, BinlogPosition, Transient};
+use mee_mysql::mysql_async::prelude::Queryable;
+use mee_redis::{Keys, PositionStore};
 use mee_telemetry::Service;
+use session::{Confirmed, Session};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::sync::watch;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "listen",
     version,
-    about = "Mee listen: the binlog reader for one source database",
-    long_about = "Mee listen: the binlog reader for one source database.\n\n\
-        NOT YET IMPLEMENTED: reading the binlog and publishing change events to Kafka.\n\
-        This version checks the configuration, connects to the database's MySQL server, \
-        Kafka and Redis, serves /metrics and /healthz, and exits cleanly on SIGTERM or Ctrl-C."
+    about = "Mee listen: binlog of one source database to Kafka",
+    long_about = "Mee listen: reads the ROW binlog of one source database as a replica and \
+        publishes one JSON change event per row to Kafka (topic from kafka.topic_pattern, \
+        key <database>.<table>:<primary key>, so each row's changes stay in order on one \
+        partition). The binlog position is saved in Redis only after Kafka confirmed every \
+        event before it; a restart resumes there. Checks at startup that the source has \
+        log_bin, binlog_format=ROW, binlog_row_image=FULL, binlog_row_metadata=FULL and the \
+        privileges listen needs, and says what to change when not."
 )]
 pub struct Cli {
     /// Logical database to read, as named by a [mysql.<database>] section of the app config.
     #[arg(short = 'd', long)]
     pub database: String,
+    /// Where to start: now, earliest, or <file>:<offset>. Used when no position is saved;
+    /// overrides a saved one (with a warning). Default: the saved position, else now.
+    #[arg(long)]
+    pub from: Option<StartFrom>,
     /// App config file (TOML); MEE__<SECTION>__<KEY> environment variables override it.
     #[arg(long, env = "MEE_CONFIG", default_value = "conf/app.toml")]
     pub config: PathBuf,
@@ -36,9 +58,13 @@ pub struct Cli {
 
 const DEFAULT_METRICS: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9101);
+/// How often the confirmed position is written to Redis.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
-    let mysql_cfg = cfg.mysql_for(&cli.database).map_err(anyhow::Error::msg)?;
+    let db = cli.database.as_str();
+    let mysql_cfg = cfg.mysql_for(db).map_err(anyhow::Error::msg)?;
+    let schema = mysql_cfg.schema_name(db).to_string();
     let svc = Service::start(
         "listen",
         &cfg.telemetry,
@@ -46,42 +72,194 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
         DEFAULT_METRICS,
     )
     .await?;
+    let metrics = metrics::Metrics::register(&svc.registry, db)?;
 
+    // The source: reachable, configured for row replication, privileges in place.
     let Some(mut conn) = svc
-        .connect("mysql", || mee_mysql::connect(&cli.database, mysql_cfg))
+        .connect("mysql", || mee_mysql::connect(db, mysql_cfg))
         .await?
     else {
         return stopped(svc).await;
     };
-    let info = mee_mysql::server_info(&mut conn, &cli.database).await?;
-    tracing::info!(
-        database = %cli.database,
-        version = %info.version,
-        binlog_format = %info.binlog_format,
-        "connected to MySQL"
-    );
-    conn.disconnect().await.ok();
-    if svc
-        .connect("kafka", || {
-            mee_kafka::cluster_info(&cfg.kafka, Duration::from_secs(10))
-        })
-        .await?
-        .is_none()
-    {
-        return stopped(svc).await;
+    let info = mee_mysql::server_info(&mut conn, db).await?;
+    let grants: Vec<String> = conn
+        .query("SHOW GRANTS FOR CURRENT_USER()")
+        .await
+        .map_err(|e| ListenError::mysql(db, "SHOW GRANTS", e))?;
+    let problems = checks::problems(&info, &grants, mysql_cfg.server_id, &schema);
+    if !problems.is_empty() {
+        return Err(ListenError::Source(problems).into());
     }
-    if svc
+    let server_id = mysql_cfg.server_id.expect("checked above");
+    tracing::info!(database = db, version = %info.version, "source checked: ROW binlog, full images, column names");
+
+    let topic = cfg.kafka.topic_for(db);
+    let Some(created) = svc
+        .connect("kafka", || mee_kafka::ensure_topic(&cfg.kafka, &topic))
+        .await?
+    else {
+        return stopped(svc).await;
+    };
+    if created {
+        tracing::info!(
+            topic,
+            partitions = cfg.kafka.topic_partitions,
+            "created the change topic"
+        );
+    }
+    let producer = mee_kafka::producer(&cfg.kafka)?;
+    let partitions =
+        mee_kafka::partition_count(&cfg.kafka, &topic, Duration::from_secs(10)).await?;
+    let published_before = mee_kafka::last_versions(&cfg.kafka, &topic, Duration::from_secs(10))
+        .await?
+        .into_iter()
+        .max();
+
+    let Some(redis) = svc
         .connect("redis", || mee_redis::connect(&cfg.redis))
         .await?
-        .is_none()
-    {
+    else {
         return stopped(svc).await;
-    }
+    };
+    let mut store = PositionStore::new(
+        redis,
+        &Keys::new(&cfg.redis.key_prefix),
+        db,
+        &redact_url(cfg.redis.url.expose()),
+    );
+    let saved = store.load().await?;
+    let start = start_position(&mut conn, db, saved, cli.from.as_ref()).await?;
+    conn.disconnect().await.ok();
 
+    let (confirmed_tx, confirmed_rx) = watch::channel(Confirmed {
+        position: start.clone(),
+        commit_ts_ms: 0,
+    });
+    // Its own stop signal: the last save must come after the session drained.
+    let saver_stop = mee_telemetry::CancellationToken::new();
+    let saver = tokio::spawn(save_positions(store, confirmed_rx, saver_stop.clone()));
     svc.health.set_healthy();
-    tracing::warn!("binlog reading is not implemented yet; idling until SIGTERM or Ctrl-C");
-    svc.shutdown.cancelled().await;
-    stopped(svc).await
+
+    let session = Session {
+        database: db,
+        mysql: mysql_cfg,
+        server_id,
+        topic: &topic,
+        partitions,
+        producer: &producer,
+        metrics: &metrics,
+        published_before,
+    };
+    let mut backoff = Backoff::default();
+    let result = loop {
+        let from = confirmed_tx.borrow().position.clone();
+        match session.run(&from, &confirmed_tx, &svc.shutdown).await {
+            Ok(()) if svc.shutdown.is_cancelled() => break Ok(()),
+            Ok(()) => {}
+            Err(e) if e.is_transient() && !svc.shutdown.is_cancelled() => {
+                let delay = backoff.next_delay();
+                svc.health.set_unhealthy(format!("reconnecting: {e}"));
+                tracing::warn!(error = %e, ?delay, "lost the source or Kafka; resuming from the last confirmed position");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = svc.shutdown.cancelled() => break Ok(()),
+                }
+                svc.health.set_healthy();
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    // Flush what is in flight; the saver then writes the final confirmed position.
+    let _ = tokio::task::spawn_blocking(move || {
+        use mee_kafka::rdkafka::producer::Producer;
+        producer.flush(Duration::from_secs(10))
+    })
+    .await;
+    saver_stop.cancel();
+    if let Ok(Err(e)) = saver.await {
+        tracing::error!(error = %e, "could not save the final position");
+    }
+    svc.stop().await;
+    result?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The position to start from, refusing one the source no longer has.
+async fn start_position(
+    conn: &mut mee_mysql::mysql_async::Conn,
+    db: &str,
+    saved: Option<BinlogPosition>,
+    from: Option<&StartFrom>,
+) -> Result<BinlogPosition, ListenError> {
+    let files: Vec<(String, u64)> = conn
+        .query_map("SHOW BINARY LOGS", |row: mee_mysql::mysql_async::Row| {
+            (
+                row.get::<String, _>(0).unwrap_or_default(),
+                row.get::<u64, _>(1).unwrap_or(0),
+            )
+        })
+        .await
+        .map_err(|e| ListenError::mysql(db, "SHOW BINARY LOGS", e))?;
+    let oldest = files.first().map(|(f, _)| f.clone()).unwrap_or_default();
+    let choice = match (saved, from) {
+        (Some(saved), Some(from)) => {
+            tracing::warn!(saved = %saved, from = %from, "--from overrides the saved position");
+            from.clone()
+        }
+        (Some(saved), None) => StartFrom::Position(saved),
+        (None, Some(from)) => from.clone(),
+        (None, None) => StartFrom::Now,
+    };
+    let position = match choice {
+        StartFrom::Now => mee_mysql::binlog_position(conn, db).await?,
+        StartFrom::Earliest => BinlogPosition::new(oldest.clone(), 4),
+        StartFrom::Position(p) => p,
+    };
+    if !files.iter().any(|(f, _)| *f == position.file) {
+        return Err(ListenError::Purged {
+            position: position.to_string(),
+            oldest,
+        });
+    }
+    tracing::info!(start = %position, "start position");
+    Ok(position)
+}
+
+/// Write the confirmed position to Redis every second while it moves, and once more
+/// at the end.
+async fn save_positions(
+    mut store: PositionStore,
+    mut confirmed: watch::Receiver<Confirmed>,
+    shutdown: mee_telemetry::CancellationToken,
+) -> Result<(), ListenError> {
+    let mut saved: Option<BinlogPosition> = None;
+    let mut failures = 0u32;
+    loop {
+        let done = tokio::select! {
+            _ = tokio::time::sleep(SAVE_EVERY) => false,
+            _ = shutdown.cancelled() => true,
+        };
+        let current = confirmed.borrow_and_update().position.clone();
+        if saved.as_ref() != Some(&current) {
+            match store.save(&current).await {
+                Ok(()) => {
+                    saved = Some(current);
+                    failures = 0;
+                }
+                Err(e) if done => return Err(e.into()),
+                Err(e) => {
+                    if failures == 0 {
+                        tracing::warn!(error = %e, "cannot save the position; retrying");
+                    }
+                    failures += 1;
+                }
+            }
+        }
+        if done {
+            return Ok(());
+        }
+    }
 }
 
 async fn stopped(svc: Service) -> anyhow::Result<()> {
@@ -98,13 +276,15 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
-        let cli = Cli::parse_from(["listen", "-d", "shop"]);
+        let cli = Cli::parse_from(["listen", "-d", "shop", "--from", "earliest"]);
         assert_eq!(cli.database, "shop");
+        assert_eq!(cli.from, Some(StartFrom::Earliest));
         assert_eq!(cli.config, PathBuf::from("conf/app.toml"));
     }
 
     #[test]
-    fn database_is_required() {
+    fn database_is_required_and_from_is_checked() {
         assert!(Cli::try_parse_from(["listen"]).is_err());
+        assert!(Cli::try_parse_from(["listen", "-d", "x", "--from", "yesterday"]).is_err());
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Errors carry the logical database name and say whether a retry can help.
 
+pub mod binlog;
 mod error;
 mod opts;
 mod preflight;
@@ -13,6 +14,6 @@ pub use error::MySqlError;
 pub use opts::{connect, opts, pool};
 pub use preflight::{PreflightProblem, check_handler};
 pub use server::{ServerInfo, binlog_position, server_info};
-pub use source::{MySqlSource, column_kind};
+pub use source::{MySqlSource, column_kind, json_columns};
 
 pub use mysql_async;

@@ -1,6 +1,6 @@
 use crate::MySqlError;
 use mee_core::config::{MySqlConfig, TlsMode};
-use mysql_async::{ClientIdentity, Conn, Opts, OptsBuilder, Pool, SslOpts};
+use mysql_async::{ClientIdentity, Conn, Opts, OptsBuilder, Pool, PoolOpts, SslOpts};
 use std::time::Duration;
 
 /// Connection options for logical database `database`; the default schema is the
@@ -15,7 +15,10 @@ pub fn opts(database: &str, cfg: &MySqlConfig) -> Result<Opts, MySqlError> {
         .prefer_socket(false)
         .stmt_cache_size(256)
         // TIMESTAMP values in UTC; text in utf8mb4 whatever the server default.
-        .setup(vec!["SET time_zone = '+00:00', NAMES utf8mb4"]);
+        .setup(vec!["SET time_zone = '+00:00', NAMES utf8mb4"])
+        // No COM_RESET_CONNECTION when a connection goes back to the pool: it costs a
+        // round trip and drops the prepared statements. We keep no other session state.
+        .pool_opts(PoolOpts::default().with_reset_connection(false));
     if cfg.tls.mode != TlsMode::Disabled {
         let mut ssl = SslOpts::default()
             .with_danger_skip_domain_validation(cfg.tls.mode == TlsMode::VerifyCa);

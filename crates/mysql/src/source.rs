@@ -68,20 +68,7 @@ impl MySqlSource {
         if let Some(cols) = self.lock().get(&key) {
             return Ok(cols.clone());
         }
-        // MariaDB has TABLE_NAME in CHECK_CONSTRAINTS; MySQL, whose JSON type shows in
-        // the metadata anyway, does not: an error there means "none".
-        let clauses: Vec<String> = conn
-            .exec(
-                "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
-                 WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?",
-                (schema, table),
-            )
-            .await
-            .unwrap_or_default();
-        let cols: HashSet<String> = clauses
-            .iter()
-            .filter_map(|c| json_valid_column(c))
-            .collect();
+        let cols = json_columns(conn, schema, table).await;
         let cols = Arc::new(cols);
         self.lock().insert(key, cols.clone());
         Ok(cols)
@@ -144,6 +131,29 @@ impl RowSource for MySqlSource {
             })
             .collect())
     }
+}
+
+/// Columns of `schema.table` stored as text but holding JSON: MariaDB's JSON type is
+/// LONGTEXT with a `json_valid` check, which result and binlog metadata do not show.
+/// MySQL's CHECK_CONSTRAINTS has no TABLE_NAME (its JSON type shows in the metadata
+/// anyway): an error there means "none".
+pub async fn json_columns(
+    conn: &mut mysql_async::Conn,
+    schema: &str,
+    table: &str,
+) -> HashSet<String> {
+    let clauses: Vec<String> = conn
+        .exec(
+            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+             WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?",
+            (schema, table),
+        )
+        .await
+        .unwrap_or_default();
+    clauses
+        .iter()
+        .filter_map(|c| json_valid_column(c))
+        .collect()
 }
 
 /// `json_valid(`col`)` → `col`.

@@ -11,11 +11,15 @@ pub enum RedisError {
         #[source]
         source: redis::RedisError,
     },
+    #[error("redis key {key} holds something we cannot read: {message}")]
+    Corrupt { key: String, message: String },
 }
 
 impl Transient for RedisError {
     fn is_transient(&self) -> bool {
-        let RedisError::Request { source, .. } = self;
+        let RedisError::Request { source, .. } = self else {
+            return false;
+        };
         source.is_io_error()
             || source.is_timeout()
             || source.is_connection_refusal()

@@ -2,8 +2,10 @@
 //! and the key layout under the configured prefix.
 
 mod error;
+mod position;
 
 pub use error::RedisError;
+pub use position::PositionStore;
 
 use mee_core::config::RedisConfig;
 use mee_core::secret::redact_url;

@@ -87,8 +87,8 @@ impl StackEnv {
                 self.mysql_port,
                 self.mysql_user,
                 self.mysql_password,
-                // Distinct per test process and section, away from the demo's ids.
-                10_000 + (std::process::id() % 50_000) * 10 + i as u32,
+                // Distinct per test (process and call) and section, away from the demo's ids.
+                replica_id(i),
             ));
         }
         toml.push_str(&format!(
@@ -112,6 +112,13 @@ impl StackEnv {
             .await
             .expect("admin connection to MariaDB (is scripts/dev-up running?)")
     }
+}
+
+/// A replica server id no other test uses at the same time.
+fn replica_id(section: usize) -> u32 {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed) % 1000;
+    10_000 + (std::process::id() % 4000) * 10_000 + n * 10 + section as u32 % 10
 }
 
 /// A name no other test (in this or another process) uses: lowercase letters,

@@ -71,7 +71,15 @@ pub struct Document {
     pub id: String,
     /// From the master item's `routing`, when set.
     pub routing: Option<String>,
-    pub source: serde_json::Map<String, serde_json::Value>,
+    /// The document as JSON text, fields in mapping order.
+    pub source: String,
+}
+
+impl Document {
+    /// The source parsed, for inspection (tests, comparisons).
+    pub fn source_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.source).expect("the materializer writes valid JSON")
+    }
 }
 
 /// Query counts of one materializer call, for metrics.
@@ -102,6 +110,25 @@ pub struct Page {
     /// when the page was empty: the scan is complete.
     pub last_key: Option<Vec<Cell>>,
     pub stats: QueryStats,
+}
+
+/// Master rows of one page, before their items are read.
+#[derive(Debug, Clone)]
+pub struct MasterRows {
+    rows: Vec<Arc<Row>>,
+    /// Key of the last row; `None` when there are none (the scan is complete).
+    pub last_key: Option<Vec<Cell>>,
+    stats: QueryStats,
+}
+
+impl MasterRows {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
 }
 
 /// The documents for a set of master keys.
@@ -165,20 +192,44 @@ impl<'h> Materializer<'h> {
         after: Option<&[Cell]>,
         limit: usize,
     ) -> Result<Page, MaterializeError<S::Error>> {
+        let masters = self.masters(source, after, limit).await?;
+        self.build(source, masters).await
+    }
+
+    /// The first step of [`Materializer::page`]: the master rows of a page. A driver
+    /// can read the next page's masters (from [`MasterRows::last_key`]) while
+    /// [`Materializer::build`] works on these.
+    pub async fn masters<S: RowSource>(
+        &self,
+        source: &S,
+        after: Option<&[Cell]>,
+        limit: usize,
+    ) -> Result<MasterRows, MaterializeError<S::Error>> {
         if let Some(a) = after {
             self.check_arity(a)?;
         }
         let (sql, params) = self.plan.master_page(after, limit);
         let mut stats = QueryStats::default();
-        let masters = self.run_master(source, &sql, params, &mut stats).await?;
-        let last_key = masters
-            .last()
-            .map(|r| self.plan.master_key(r))
-            .transpose()?;
-        let documents = resolve::documents(&self.plan, source, masters, &mut stats).await?;
+        let rows = self.run_master(source, &sql, params, &mut stats).await?;
+        let last_key = rows.last().map(|r| self.plan.master_key(r)).transpose()?;
+        Ok(MasterRows {
+            rows,
+            last_key,
+            stats,
+        })
+    }
+
+    /// The second step of [`Materializer::page`]: documents for master rows.
+    pub async fn build<S: RowSource>(
+        &self,
+        source: &S,
+        masters: MasterRows,
+    ) -> Result<Page, MaterializeError<S::Error>> {
+        let mut stats = masters.stats;
+        let documents = resolve::documents(&self.plan, source, masters.rows, &mut stats).await?;
         Ok(Page {
             documents,
-            last_key,
+            last_key: masters.last_key,
             stats,
         })
     }

@@ -138,8 +138,8 @@ async fn fetch<S: RowSource>(
     if plan.batched[plan.id(item)] {
         // One value tuple per context (one value per equality); NULL matches nothing.
         let mut tuples: Vec<Vec<Cell>> = Vec::new();
-        let mut index: HashMap<Vec<MatchKey>, usize> = HashMap::new();
-        let mut wants: Vec<Option<Vec<MatchKey>>> = Vec::with_capacity(ctxs.len());
+        let mut index: HashMap<GroupKey, usize> = HashMap::new();
+        let mut wants: Vec<Option<GroupKey>> = Vec::with_capacity(ctxs.len());
         for v in &values {
             let t: Vec<Cell> = st
                 .equalities
@@ -150,14 +150,14 @@ async fn fetch<S: RowSource>(
                 wants.push(None);
                 continue;
             }
-            let k = match_key(&t);
+            let k = GroupKey::of(t.iter());
             index.entry(k.clone()).or_insert_with(|| {
                 tuples.push(t);
                 tuples.len() - 1
             });
             wants.push(Some(k));
         }
-        let mut found: HashMap<Vec<MatchKey>, Vec<Arc<Row>>> = HashMap::new();
+        let mut found: HashMap<GroupKey, Vec<Arc<Row>>> = HashMap::with_capacity(tuples.len());
         let per_query = (MAX_IN_VALUES / st.equalities.len()).max(1);
         for chunk in tuples.chunks(per_query) {
             let (sql, params) = batched_sql(st, chunk);
@@ -165,7 +165,7 @@ async fn fetch<S: RowSource>(
             stats.queries += 1;
             stats.rows += rows.len() as u64;
             for row in rows {
-                let mut key = Vec::with_capacity(st.equalities.len());
+                let mut cells = Vec::with_capacity(st.equalities.len());
                 for e in &st.equalities {
                     let (cell, _) =
                         row.get(&e.column)
@@ -173,8 +173,9 @@ async fn fetch<S: RowSource>(
                                 item: item.key.clone(),
                                 column: e.column.clone(),
                             })?;
-                    key.push(cell.match_key());
+                    cells.push(cell);
                 }
+                let key = GroupKey::of(cells.into_iter());
                 found.entry(key).or_default().push(Arc::new(row));
             }
         }
@@ -202,6 +203,23 @@ async fn fetch<S: RowSource>(
         }
     }
     Ok(out)
+}
+
+/// What rows are matched back by: the compared columns' values.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum GroupKey {
+    One(MatchKey),
+    Many(Vec<MatchKey>),
+}
+
+impl GroupKey {
+    fn of<'c>(mut cells: impl ExactSizeIterator<Item = &'c Cell>) -> Self {
+        if cells.len() == 1 {
+            GroupKey::One(cells.next().map_or(MatchKey::Null, Cell::match_key))
+        } else {
+            GroupKey::Many(cells.map(Cell::match_key).collect())
+        }
+    }
 }
 
 /// The value of each of `item`'s placeholders for one context.
