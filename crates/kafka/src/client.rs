@@ -123,8 +123,7 @@ pub async fn last_versions(
     use rdkafka::{Offset, TopicPartitionList};
     let mut c = client_config(cfg);
     c.set("group.id", "mee-listen-probe")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true");
+        .set("enable.auto.commit", "false");
     let consumer: BaseConsumer = c.create().map_err(client_error("probe"))?;
     let brokers = cfg.brokers.join(",");
     let topic = topic.to_string();
@@ -167,7 +166,6 @@ pub async fn last_versions(
                         versions.push(e.version);
                     }
                 }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => return Err(request("read the last messages", e)),
                 None => {}
             }

@@ -128,8 +128,13 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
         &redact_url(cfg.redis.url.expose()),
     );
     let saved = store.load().await?;
-    let start = start_position(&mut conn, db, saved, cli.from.as_ref()).await?;
+    let start = start_position(&mut conn, db, saved.clone(), cli.from.as_ref()).await?;
     conn.disconnect().await.ok();
+    // Persist the start at once: a crash before the first periodic save must resume
+    // here, not at "now" (which would skip what happened in between).
+    if saved.as_ref() != Some(&start) {
+        store.save(&start).await?;
+    }
 
     let (confirmed_tx, confirmed_rx) = watch::channel(Confirmed {
         position: start.clone(),
