@@ -154,6 +154,7 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
         producer: &producer,
         metrics: &metrics,
         published_before,
+        stop_at: None,
     };
     let mut backoff = Backoff::default();
     let result = loop {
@@ -265,6 +266,88 @@ async fn save_positions(
             return Ok(());
         }
     }
+}
+
+/// Publish the changes between two positions and return how many events Kafka
+/// confirmed: the `listen` pipeline without the service around it (for benchmarks).
+pub async fn publish_range(
+    cfg: &AppConfig,
+    database: &str,
+    from: &BinlogPosition,
+    until: &BinlogPosition,
+) -> Result<u64, ListenError> {
+    let mysql = cfg
+        .mysql_for(database)
+        .map_err(|m| ListenError::Source(vec![m]))?;
+    let topic = cfg.kafka.topic_for(database);
+    mee_kafka::ensure_topic(&cfg.kafka, &topic).await?;
+    let partitions =
+        mee_kafka::partition_count(&cfg.kafka, &topic, Duration::from_secs(10)).await?;
+    let producer = mee_kafka::producer(&cfg.kafka)?;
+    let registry = prometheus::Registry::new();
+    let metrics = metrics::Metrics::register(&registry, database)
+        .map_err(|e| ListenError::Source(vec![e.to_string()]))?;
+    let session = Session {
+        database,
+        mysql,
+        server_id: mysql.server_id.unwrap_or(9999),
+        topic: &topic,
+        partitions,
+        producer: &producer,
+        metrics: &metrics,
+        published_before: None,
+        stop_at: Some(until.clone()),
+    };
+    let (confirmed, _) = watch::channel(Confirmed {
+        position: from.clone(),
+        commit_ts_ms: 0,
+    });
+    session
+        .run(from, &confirmed, &mee_telemetry::CancellationToken::new())
+        .await?;
+    Ok(count(&metrics))
+}
+
+/// Read and decode the changes between two positions, serializing each event as it
+/// would be published, without Kafka; returns (events, bytes). A benchmark baseline.
+pub async fn read_range(
+    cfg: &AppConfig,
+    database: &str,
+    from: &BinlogPosition,
+    until: &BinlogPosition,
+) -> Result<(u64, u64), ListenError> {
+    let mysql = cfg
+        .mysql_for(database)
+        .map_err(|m| ListenError::Source(vec![m]))?;
+    let mut reader =
+        reader::Reader::open(database, mysql, mysql.server_id.unwrap_or(9999), from).await?;
+    let (mut events, mut bytes) = (0u64, 0u64);
+    loop {
+        match reader.next().await? {
+            reader::Item::Event(e) => {
+                events += 1;
+                bytes += e.to_json().len() as u64 + e.message_key().len() as u64;
+            }
+            reader::Item::Commit { next, .. } => {
+                if next.binlog_cmp(until).is_some_and(|o| o.is_ge()) {
+                    break;
+                }
+            }
+            reader::Item::Heartbeat => {}
+        }
+    }
+    reader.close().await;
+    Ok((events, bytes))
+}
+
+fn count(m: &metrics::Metrics) -> u64 {
+    use prometheus::core::Collector;
+    m.events_published
+        .collect()
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .map(|x| x.get_counter().get_value() as u64)
+        .sum()
 }
 
 async fn stopped(svc: Service) -> anyhow::Result<()> {

@@ -50,6 +50,8 @@ pub struct Session<'a> {
     pub metrics: &'a Metrics,
     /// Versions up to this were published before this process started.
     pub published_before: Option<u64>,
+    /// Stop after the transaction that ends at or beyond this position (benchmarks).
+    pub stop_at: Option<BinlogPosition>,
 }
 
 impl Session<'_> {
@@ -98,7 +100,7 @@ impl Session<'_> {
                 _ = failed.cancelled() => return Ok(()),
                 item = reader.next() => item?,
             };
-            let pending = match item {
+            match item {
                 Item::Event(e) => {
                     let kind_label = label(e.kind);
                     self.metrics
@@ -130,19 +132,26 @@ impl Session<'_> {
                             return Ok(());
                         }
                     }
-                    continue;
                 }
-                Item::Commit { next, commit_ts_ms } => Pending::Commit { next, commit_ts_ms },
+                Item::Commit { next, commit_ts_ms } => {
+                    let done = self
+                        .stop_at
+                        .as_ref()
+                        .is_some_and(|s| next.binlog_cmp(s).is_some_and(|o| o.is_ge()));
+                    if tx
+                        .send(Pending::Commit { next, commit_ts_ms })
+                        .await
+                        .is_err()
+                        || done
+                    {
+                        return Ok(());
+                    }
+                }
                 Item::Heartbeat => {
                     if tx.capacity() == tx.max_capacity() {
                         self.metrics.lag_seconds.set(0.0);
                     }
-                    continue;
                 }
-            };
-            if tx.send(pending).await.is_err() {
-                // The acknowledger stopped on an error; it reports it.
-                return Ok(());
             }
         }
     }

@@ -521,7 +521,7 @@ async fn a_killed_connection_is_resumed_from_the_confirmed_position() {
     let w = World::new(ITEMS).await;
     let mut p = w.listen(&[]);
     w.sql("INSERT INTO items VALUES (1, 'a', 1)").await;
-    w.consume(|e| e.len() >= 1);
+    w.consume(|e| !e.is_empty());
     // Kill listen's replication connection on the server.
     let mut admin = w.env.admin_conn().await;
     use mee_mysql::mysql_async::prelude::Queryable;
