@@ -98,7 +98,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &format!(
             "{docs} masters (orders), 3 nested items each, one customer lookup; pages of {}; \
              best of {} rounds. The materializer is driven as `update` drives it: the next \
-             page's masters are read while this page's documents are built. Baseline: a plain \
+             page's masters are read while this page's documents are built, and the items \
+             and nested list of a page (which depend only on the master) are read concurrently. Baseline: a plain \
              mysql_async client running the same three queries per page, one after the other, \
              and collecting the rows. Both in one process, with mimalloc. Peak RSS is the \
              process's VmHWM.",

@@ -6,7 +6,7 @@ use super::{Document, MaterializeError, QueryStats, Row, RowSource, assemble, ma
 use crate::handler::placeholder::Ref;
 use crate::handler::{Group, Item};
 use crate::value::{Cell, MatchKey};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -48,6 +48,10 @@ pub(crate) async fn documents<S: RowSource>(
 }
 
 /// Resolve every item of `group` (its master is already bound in each context).
+///
+/// Items are read in waves: every item whose statement refers only to rows already
+/// known (the master, outer rows, items of earlier waves) is read in the same wave,
+/// concurrently, together with the nested lists hanging from rows already known.
 fn resolve_group<'a, S: RowSource>(
     plan: &'a Plan<'a>,
     source: &'a S,
@@ -59,11 +63,54 @@ fn resolve_group<'a, S: RowSource>(
         if ctxs.is_empty() {
             return Ok(());
         }
-        for (idx, item) in group.items.iter().enumerate() {
-            let id = plan.id(item);
-            if idx != group.master {
-                let rows =
-                    fetch(plan, source, item, ctxs, &|c: &Ctx| c.parent.clone(), stats).await?;
+        let in_group: HashSet<&str> = group.items.iter().map(|i| i.key.as_str()).collect();
+        let mut known: HashSet<&str> = HashSet::from([group.master_item().key.as_str()]);
+        let mut pending: Vec<&Item> = group
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != group.master)
+            .map(|(_, item)| item)
+            .collect();
+        // Nested lists to read: (the item they hang from, field index, the list).
+        let mut lists: Vec<(&Item, usize, &Group)> = Plan::nested_of(group.master_item())
+            .map(|(f, g)| (group.master_item(), f, g))
+            .collect();
+        while !pending.is_empty() || !lists.is_empty() {
+            let (mut wave, rest): (Vec<&Item>, Vec<&Item>) =
+                pending.into_iter().partition(|item| {
+                    item.statement
+                        .placeholders
+                        .iter()
+                        .all(|p| match &p.reference {
+                            Ref::Item { key, .. } => {
+                                !in_group.contains(key.as_str()) || known.contains(key.as_str())
+                            }
+                            _ => true,
+                        })
+                });
+            pending = rest;
+            if wave.is_empty() && lists.is_empty() {
+                // Validation orders references; never stall if it somehow did not.
+                wave.push(pending.remove(0));
+            }
+            let shared: &[Ctx] = ctxs;
+            let items = futures_util::future::try_join_all(
+                wave.iter()
+                    .map(|item| fetch(plan, source, item, shared, &|c: &Ctx| c.parent.clone())),
+            );
+            let nested =
+                futures_util::future::try_join_all(lists.iter().map(|(owner, _, list)| {
+                    let owner_id = plan.id(owner);
+                    fetch_owned(plan, source, list.master_item(), shared, move |c: &Ctx| {
+                        c.bound[owner_id].clone()
+                    })
+                }));
+            let (item_rows, list_rows) = futures_util::future::try_join(items, nested).await?;
+
+            for (item, (rows, s)) in wave.iter().zip(item_rows) {
+                *stats += s;
+                let id = plan.id(item);
                 for (ctx, mut rows) in ctxs.iter_mut().zip(rows) {
                     // One row per object; Mee takes the first when there are more.
                     ctx.bound[id] = if rows.is_empty() {
@@ -72,38 +119,69 @@ fn resolve_group<'a, S: RowSource>(
                         Some(rows.swap_remove(0))
                     };
                 }
+                known.insert(item.key.as_str());
             }
-            for (field, nested) in Plan::nested_of(item) {
-                let nested_master = nested.master_item();
-                let nm_id = plan.id(nested_master);
-                let parent_of = move |c: &Ctx| c.bound[id].clone();
-                let rows = fetch(plan, source, nested_master, ctxs, &parent_of, stats).await?;
-                let mut children = Vec::new();
-                let mut owners = Vec::new();
-                for (owner, (ctx, rows)) in ctxs.iter().zip(rows).enumerate() {
-                    for row in rows {
-                        let mut bound = ctx.bound.clone();
-                        bound[nm_id] = Some(row);
-                        children.push(Ctx {
-                            bound,
-                            parent: ctx.bound[id].clone(),
-                            nested: Vec::new(),
-                        });
-                        owners.push(owner);
-                    }
-                }
-                resolve_group(plan, source, nested, &mut children, stats).await?;
-                let mut per_owner: Vec<Vec<Ctx>> = vec![Vec::new(); ctxs.len()];
-                for (child, owner) in children.into_iter().zip(owners) {
-                    per_owner[owner].push(child);
-                }
-                for (ctx, elements) in ctxs.iter_mut().zip(per_owner) {
-                    ctx.nested.push((id, field, elements));
-                }
+            for ((owner, field, list), (rows, s)) in lists.iter().zip(list_rows) {
+                *stats += s;
+                attach(plan, source, owner, *field, list, ctxs, rows, stats).await?;
             }
+            lists = wave
+                .iter()
+                .flat_map(|item| Plan::nested_of(item).map(move |(f, g)| (*item, f, g)))
+                .collect();
         }
         Ok(())
     })
+}
+
+/// Make the elements of a nested list from its rows, resolve them, and hang them on
+/// their owners.
+#[allow(clippy::too_many_arguments)]
+async fn attach<S: RowSource>(
+    plan: &Plan<'_>,
+    source: &S,
+    owner: &Item,
+    field: usize,
+    list: &Group,
+    ctxs: &mut [Ctx],
+    rows: Vec<Vec<Arc<Row>>>,
+    stats: &mut QueryStats,
+) -> Res<(), S> {
+    let id = plan.id(owner);
+    let nm_id = plan.id(list.master_item());
+    let mut children = Vec::new();
+    let mut owners = Vec::new();
+    for (n, (ctx, rows)) in ctxs.iter().zip(rows).enumerate() {
+        for row in rows {
+            let mut bound = ctx.bound.clone();
+            bound[nm_id] = Some(row);
+            children.push(Ctx {
+                bound,
+                parent: ctx.bound[id].clone(),
+                nested: Vec::new(),
+            });
+            owners.push(n);
+        }
+    }
+    resolve_group(plan, source, list, &mut children, stats).await?;
+    let mut per_owner: Vec<Vec<Ctx>> = vec![Vec::new(); ctxs.len()];
+    for (child, n) in children.into_iter().zip(owners) {
+        per_owner[n].push(child);
+    }
+    for (ctx, elements) in ctxs.iter_mut().zip(per_owner) {
+        ctx.nested.push((id, field, elements));
+    }
+    Ok(())
+}
+
+async fn fetch_owned<S: RowSource>(
+    plan: &Plan<'_>,
+    source: &S,
+    item: &Item,
+    ctxs: &[Ctx],
+    parent: impl Fn(&Ctx) -> Option<Arc<Row>> + Sync,
+) -> Res<(Vec<Vec<Arc<Row>>>, QueryStats), S> {
+    fetch(plan, source, item, ctxs, &parent).await
 }
 
 /// The rows of `item`'s statement for each context, in result order.
@@ -113,8 +191,8 @@ async fn fetch<S: RowSource>(
     item: &Item,
     ctxs: &[Ctx],
     parent: &(dyn Fn(&Ctx) -> Option<Arc<Row>> + Sync),
-    stats: &mut QueryStats,
-) -> Res<Vec<Vec<Arc<Row>>>, S> {
+) -> Res<(Vec<Vec<Arc<Row>>>, QueryStats), S> {
+    let mut stats = QueryStats::default();
     let st = &item.statement;
     let mut values = Vec::with_capacity(ctxs.len());
     for ctx in ctxs {
@@ -202,7 +280,7 @@ async fn fetch<S: RowSource>(
             cache.insert(k, rows);
         }
     }
-    Ok(out)
+    Ok((out, stats))
 }
 
 /// What rows are matched back by: the compared columns' values.
