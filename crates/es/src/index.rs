@@ -23,36 +23,34 @@ pub async fn check_index_body(
     if let Some(m) = mappings {
         body.insert("mappings".into(), m.clone());
     }
-    let what = format!("create scratch index {name}");
-    let resp = client
+    let created = client
         .indices()
         .create(IndicesCreateParts::Index(&name))
         .body(Value::Object(body))
         .send()
-        .await
-        .map_err(|source| EsError::Request {
-            what: what.clone(),
-            source,
-        })?;
-    let status = resp.status_code().as_u16();
-    if !(200..300).contains(&status) {
-        let body = resp.text().await.unwrap_or_default();
-        return Err(EsError::Status { what, status, body });
-    }
-    let what = format!("delete scratch index {name}");
-    let resp = client
+        .await;
+    succeeded(format!("create scratch index {name}"), created).await?;
+    let deleted = client
         .indices()
         .delete(IndicesDeleteParts::Index(&[&name]))
         .send()
-        .await
-        .map_err(|source| EsError::Request {
-            what: what.clone(),
-            source,
-        })?;
+        .await;
+    succeeded(format!("delete scratch index {name}"), deleted).await
+}
+
+/// A 2xx answer, or the error (with the body Elasticsearch sent).
+async fn succeeded(
+    what: String,
+    resp: Result<elasticsearch::http::response::Response, elasticsearch::Error>,
+) -> Result<(), EsError> {
+    let resp = resp.map_err(|source| EsError::Request {
+        what: what.clone(),
+        source,
+    })?;
     let status = resp.status_code().as_u16();
-    if !(200..300).contains(&status) {
-        let body = resp.text().await.unwrap_or_default();
-        return Err(EsError::Status { what, status, body });
+    if (200..300).contains(&status) {
+        return Ok(());
     }
-    Ok(())
+    let body = resp.text().await.unwrap_or_default();
+    Err(EsError::Status { what, status, body })
 }
