@@ -43,6 +43,8 @@ pub struct Reader {
     pool: Pool,
     json_cache: HashMap<String, std::collections::HashSet<String>>,
     index_in_tx: u32,
+    /// GTID of the transaction being read, when the server sends one.
+    gtid: Option<String>,
     queue: std::collections::VecDeque<Item>,
 }
 
@@ -67,9 +69,14 @@ impl Reader {
         from: &BinlogPosition,
     ) -> Result<Self, ListenError> {
         let mut conn = mee_mysql::connect(database, cfg).await?;
-        conn.query_drop(format!("SET @master_heartbeat_period = {HEARTBEAT_NS}"))
-            .await
-            .map_err(|e| ListenError::mysql(database, "set heartbeat period", e))?;
+        // Heartbeats while idle; on MariaDB, GTID events as they are (capability 4,
+        // "GTID aware"), instead of being rewritten as BEGIN queries. MySQL ignores the
+        // MariaDB variable.
+        conn.query_drop(format!(
+            "SET @master_heartbeat_period = {HEARTBEAT_NS}, @mariadb_slave_capability = 4"
+        ))
+        .await
+        .map_err(|e| ListenError::mysql(database, "set replication session variables", e))?;
         let request = BinlogStreamRequest::new(server_id)
             .with_filename(from.file.as_bytes())
             .with_pos(from.offset);
@@ -86,6 +93,7 @@ impl Reader {
             pool: mee_mysql::pool(database, cfg)?,
             json_cache: HashMap::new(),
             index_in_tx: 0,
+            gtid: None,
             queue: Default::default(),
         })
     }
@@ -114,12 +122,24 @@ impl Reader {
             if header.event_type().ok() == Some(EventType::HEARTBEAT_EVENT) {
                 return Ok(Item::Heartbeat);
             }
+            // MariaDB event types mysql_common does not decode: 160 annotate rows,
+            // 161 binlog checkpoint, 162 GTID (starts a transaction), 163 GTID list.
+            match header.event_type_raw() {
+                MARIADB_GTID_EVENT => {
+                    self.gtid = mariadb_gtid(event.data(), header.server_id());
+                    self.index_in_tx = 0;
+                    continue;
+                }
+                160 | 161 | 163 => continue,
+                _ => {}
+            }
             let data = match event.read_data() {
                 Ok(Some(d)) => d,
                 // Event types mysql_common does not decode (e.g. MariaDB annotations).
                 Ok(None) | Err(_) => continue,
             };
-            let at = BinlogPosition::new(self.file.clone(), start);
+            let mut at = BinlogPosition::new(self.file.clone(), start);
+            at.gtid.clone_from(&self.gtid);
             match data {
                 EventData::RotateEvent(r) => {
                     self.file = clean_file_name(&r.name(), &self.file);
@@ -176,8 +196,11 @@ impl Reader {
 
     fn commit(&mut self, end: u64, ts_ms: u64) {
         self.index_in_tx = 0;
+        let mut next = BinlogPosition::new(self.file.clone(), end);
+        // The last committed transaction's GTID, for the operator.
+        next.gtid = self.gtid.take();
         self.queue.push_back(Item::Commit {
-            next: BinlogPosition::new(self.file.clone(), end),
+            next,
             commit_ts_ms: ts_ms,
         });
     }
@@ -317,6 +340,17 @@ fn json_row(row: &Row) -> Map<String, Value> {
         .collect()
 }
 
+/// MariaDB's GTID event type.
+const MARIADB_GTID_EVENT: u8 = 162;
+
+/// `domain-server-sequence` from a MariaDB GTID event: sequence (8 bytes LE), domain
+/// (4 bytes LE), flags; the server id is the event's.
+fn mariadb_gtid(data: &[u8], server_id: u32) -> Option<String> {
+    let seq = u64::from_le_bytes(data.get(0..8)?.try_into().ok()?);
+    let domain = u32::from_le_bytes(data.get(8..12)?.try_into().ok()?);
+    Some(format!("{domain}-{server_id}-{seq}"))
+}
+
 /// `mariadb-bin.000001` from a rotate event's name, which may carry trailing bytes
 /// (the fake rotate event at the start of a stream comes with its checksum). Binlog
 /// names are `<base>.<number>` with a fixed number width, as in `known` (the file we
@@ -406,6 +440,15 @@ mod tests {
             clean_file_name("mysql-bin.000042", "mysql-bin.000041"),
             "mysql-bin.000042"
         );
+    }
+
+    #[test]
+    fn mariadb_gtids() {
+        let mut data = 42u64.to_le_bytes().to_vec();
+        data.extend_from_slice(&7u32.to_le_bytes());
+        data.push(0);
+        assert_eq!(mariadb_gtid(&data, 1).as_deref(), Some("7-1-42"));
+        assert_eq!(mariadb_gtid(&data[..5], 1), None);
     }
 
     #[test]

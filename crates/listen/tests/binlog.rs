@@ -249,6 +249,11 @@ async fn row_changes_reach_kafka_with_images_positions_and_order() {
     );
     assert!(update.commit_ts_ms > 1_700_000_000_000);
     assert_eq!(update.version, update.position.version().expect("version"));
+    // MariaDB sends its GTIDs: the three changes of the transaction share one.
+    let gtid = update.position.gtid.clone().expect("a GTID from MariaDB");
+    assert!(gtid.starts_with("0-1-"), "{gtid}");
+    assert_eq!(by_version[4].position.gtid.as_deref(), Some(gtid.as_str()));
+    assert_ne!(by_version[0].position.gtid.as_deref(), Some(gtid.as_str()));
     assert!(by_version.windows(2).all(|p| p[0].version <= p[1].version));
 
     assert!(

@@ -23,10 +23,6 @@ impl PositionStore {
         }
     }
 
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     pub async fn load(&mut self) -> Result<Option<BinlogPosition>, RedisError> {
         let raw: Option<String> =
             self.conn
@@ -54,17 +50,6 @@ impl PositionStore {
             .map_err(|source| RedisError::Request {
                 url: self.url.clone(),
                 what: "SET position",
-                source,
-            })
-    }
-
-    pub async fn clear(&mut self) -> Result<(), RedisError> {
-        self.conn
-            .del::<_, ()>(&self.key)
-            .await
-            .map_err(|source| RedisError::Request {
-                url: self.url.clone(),
-                what: "DEL position",
                 source,
             })
     }

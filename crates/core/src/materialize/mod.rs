@@ -10,8 +10,6 @@ mod assemble;
 mod plan;
 mod resolve;
 
-pub use plan::MAX_IN_VALUES;
-
 use crate::Transient;
 use crate::handler::Handler;
 use crate::value::{Cell, ColumnKind, MatchKey};
@@ -179,11 +177,6 @@ impl<'h> Materializer<'h> {
             plan: plan::Plan::new(handler),
         }
     }
-
-    pub fn handler(&self) -> &Handler {
-        self.handler
-    }
-
     /// Up to `limit` documents whose master key is greater than `after` (from the
     /// start when `None`), in primary-key order.
     pub async fn page<S: RowSource>(
