@@ -286,7 +286,7 @@ pub async fn publish_range(
     let producer = mee_kafka::producer(&cfg.kafka)?;
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::register(&registry, database)
-        .map_err(|e| ListenError::Source(vec![e.to_string()]))?;
+        .expect("a fresh registry takes the metrics");
     let session = Session {
         database,
         mysql,
