@@ -362,24 +362,7 @@ impl Parser {
             );
             return None;
         };
-        let mut get = HashMap::new();
-        for (k, pos, v) in entries {
-            if ITEM_KEYS.contains(&k.as_str()) {
-                get.insert(k.as_str(), v);
-            } else if k == "eval_on_deleted" {
-                self.issue(
-                    *pos,
-                    &format!("{path}.{k}"),
-                    "`eval_on_deleted` is not supported yet",
-                );
-            } else {
-                self.issue(
-                    *pos,
-                    &format!("{path}.{k}"),
-                    format!("unknown key `{k}`; an item has: {}", ITEM_KEYS.join(", ")),
-                );
-            }
-        }
+        let get = self.known_keys(entries, ITEM_KEYS, path, "an item");
         let mut required = |name: &str| -> Option<String> {
             match get.get(name) {
                 Some(v) => match v.scalar_text() {
@@ -459,6 +442,36 @@ impl Parser {
             pos: node.pos,
             statement_pos: get.get("statement").map_or(node.pos, |n| n.pos),
         })
+    }
+
+    /// The entries of a mapping whose keys are in `allowed`; every other key is
+    /// reported (Mee's `eval_on_deleted` as not supported yet).
+    fn known_keys<'n>(
+        &mut self,
+        entries: &'n [(String, Pos, Node)],
+        allowed: &[&str],
+        path: &str,
+        what: &str,
+    ) -> HashMap<&'n str, &'n Node> {
+        let mut get = HashMap::new();
+        for (k, pos, v) in entries {
+            if allowed.contains(&k.as_str()) {
+                get.insert(k.as_str(), v);
+            } else if k == "eval_on_deleted" {
+                self.issue(
+                    *pos,
+                    &format!("{path}.{k}"),
+                    "`eval_on_deleted` is not supported yet",
+                );
+            } else {
+                self.issue(
+                    *pos,
+                    &format!("{path}.{k}"),
+                    format!("unknown key `{k}`; {what} has: {}", allowed.join(", ")),
+                );
+            }
+        }
+        get
     }
 
     fn template(&mut self, node: Option<&Node>, path: &str) -> Option<Template> {
@@ -564,27 +577,7 @@ impl Parser {
                 );
                 continue;
             };
-            let mut get = HashMap::new();
-            for (k, pos, v) in kv {
-                if FIELD_KEYS.contains(&k.as_str()) {
-                    get.insert(k.as_str(), v);
-                } else if k == "eval_on_deleted" {
-                    self.issue(
-                        *pos,
-                        &format!("{path}.{k}"),
-                        "`eval_on_deleted` is not supported yet",
-                    );
-                } else {
-                    self.issue(
-                        *pos,
-                        &format!("{path}.{k}"),
-                        format!(
-                            "unknown key `{k}`; a mapping entry has: {}",
-                            FIELD_KEYS.join(", ")
-                        ),
-                    );
-                }
-            }
+            let get = self.known_keys(kv, FIELD_KEYS, &path, "a mapping entry");
             let es_field = get.get("es_field").and_then(|n| n.scalar_text());
             match get.get("type").map(|n| n.scalar_text()) {
                 Some(Some(t)) if t == "nested" => {
