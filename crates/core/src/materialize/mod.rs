@@ -7,8 +7,11 @@
 //! I/O of its own.
 
 mod assemble;
+mod inverse;
 mod plan;
 mod resolve;
+
+pub use inverse::{AffectedKey, RowChange};
 
 use crate::Transient;
 use crate::handler::Handler;
@@ -168,14 +171,97 @@ impl<E: std::error::Error + Transient + 'static> Transient for MaterializeError<
 pub struct Materializer<'h> {
     handler: &'h Handler,
     plan: plan::Plan<'h>,
+    links: Vec<Option<inverse::Link>>,
 }
 
 impl<'h> Materializer<'h> {
     pub fn new(handler: &'h Handler) -> Self {
+        let plan = plan::Plan::new(handler);
+        let links = inverse::links(&plan);
         Self {
             handler,
-            plan: plan::Plan::new(handler),
+            plan,
+            links,
         }
+    }
+
+    /// Items whose changed rows cannot be traced to documents: their statement has no
+    /// `<column> = %ref` condition. One message per item.
+    pub fn untraceable(&self) -> Vec<String> {
+        self.plan
+            .items
+            .iter()
+            .zip(&self.links)
+            .enumerate()
+            .filter(|(id, (_, link))| *id != self.plan.master_id && link.is_none())
+            .map(|(_, (item, _))| {
+                format!(
+                    "item `{}` ({}.{}): its statement has no `<column> = %<item>.<column>` \
+                     condition, so a change to its table cannot be traced to the documents \
+                     it feeds",
+                    item.key, item.database, item.table
+                )
+            })
+            .collect()
+    }
+
+    /// Whether any item reads `database.table`.
+    pub fn reads_table(&self, database: &str, table: &str) -> bool {
+        self.plan
+            .items
+            .iter()
+            .any(|i| i.database == database && i.table.eq_ignore_ascii_case(table))
+    }
+
+    /// Whether a row image of `database.table` passes the `filter` of some item
+    /// reading that table (an item without a filter passes everything).
+    pub fn passes_filter(
+        &self,
+        database: &str,
+        table: &str,
+        image: &serde_json::Map<String, serde_json::Value>,
+    ) -> bool {
+        self.plan
+            .items
+            .iter()
+            .filter(|i| i.database == database && i.table.eq_ignore_ascii_case(table))
+            .any(|i| inverse::passes_filter(i, image))
+    }
+
+    /// The master keys of the documents that `changes` affect, each with the newest
+    /// version among the changes affecting it. May include keys without a document.
+    pub async fn affected<S: RowSource>(
+        &self,
+        source: &S,
+        changes: &[RowChange<'_>],
+    ) -> Result<(Vec<AffectedKey>, QueryStats), MaterializeError<S::Error>> {
+        let mut stats = QueryStats::default();
+        let inv = inverse::Inverse {
+            plan: &self.plan,
+            links: &self.links,
+        };
+        let keys = inv.affected(source, changes, &mut stats).await?;
+        Ok((keys, stats))
+    }
+
+    /// `_id` and routing of the document a master row image would have, for deleting
+    /// a document whose master row is gone (`None` when the template needs a column
+    /// the image does not have).
+    pub fn id_from_image(
+        &self,
+        image: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<(String, Option<String>)> {
+        let text = |c: &str| inverse::image_text(image, c);
+        let m = self.handler.master();
+        let id = match &m.document_id {
+            Some(t) => t.render(&text)?,
+            None => return None,
+        };
+        let routing = match &m.routing {
+            Some(t) => Some(t.render(&text)?),
+            None => None,
+        };
+        Some((id, routing))
     }
     /// Up to `limit` documents whose master key is greater than `after` (from the
     /// start when `None`), in primary-key order.
