@@ -14,6 +14,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod services;
+pub use services::{SyncConfig, UpdateConfig};
+
 /// Environment variable prefix for overrides: `MEE__KAFKA__BROKERS`.
 pub const ENV_PREFIX: &str = "MEE";
 
@@ -28,6 +31,10 @@ pub struct AppConfig {
     pub elasticsearch: ElasticsearchConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub update: UpdateConfig,
+    #[serde(default)]
+    pub sync: SyncConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +129,55 @@ pub struct ElasticsearchConfig {
     pub request_timeout_ms: u64,
     #[serde(default)]
     pub tls: EsTls,
+    /// How documents are written: request sizes, concurrency, retries, rate limits.
+    #[serde(default)]
+    pub bulk: BulkConfig,
+}
+
+/// The bulk writer (`[elasticsearch.bulk]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkConfig {
+    /// Operations per `_bulk` request, at most.
+    #[serde(default = "default_bulk_max_docs")]
+    pub max_docs: usize,
+    /// Body bytes per `_bulk` request, at most (an operation larger than this goes alone).
+    #[serde(default = "default_bulk_max_bytes")]
+    pub max_bytes: usize,
+    /// `_bulk` requests in flight at once, shared by every caller of one writer.
+    #[serde(default = "default_bulk_concurrency")]
+    pub concurrency: usize,
+    /// First delay of the capped exponential backoff after a 429, 5xx or connection error.
+    #[serde(default = "default_bulk_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    /// Longest delay between two attempts.
+    #[serde(default = "default_bulk_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// How long one request may keep failing transiently before the writer returns an
+    /// error; 0 retries forever.
+    #[serde(default = "default_bulk_give_up_after_ms")]
+    pub give_up_after_ms: u64,
+    /// Documents per second, over all callers of one writer; 0 is no limit.
+    #[serde(default)]
+    pub rate_limit_docs_per_s: u64,
+    /// Request body MiB per second, over all callers of one writer; 0 is no limit.
+    #[serde(default)]
+    pub rate_limit_mb_per_s: f64,
+}
+
+impl Default for BulkConfig {
+    fn default() -> Self {
+        Self {
+            max_docs: default_bulk_max_docs(),
+            max_bytes: default_bulk_max_bytes(),
+            concurrency: default_bulk_concurrency(),
+            retry_initial_ms: default_bulk_retry_initial_ms(),
+            retry_max_ms: default_bulk_retry_max_ms(),
+            give_up_after_ms: default_bulk_give_up_after_ms(),
+            rate_limit_docs_per_s: 0,
+            rate_limit_mb_per_s: 0.0,
+        }
+    }
 }
 
 /// Either basic auth (`username` + `password`) or an encoded `api_key`, or nothing.
@@ -200,6 +256,24 @@ fn default_key_prefix() -> String {
 }
 fn default_request_timeout_ms() -> u64 {
     30_000
+}
+fn default_bulk_max_docs() -> usize {
+    1000
+}
+fn default_bulk_max_bytes() -> usize {
+    5 * 1024 * 1024
+}
+fn default_bulk_concurrency() -> usize {
+    2
+}
+fn default_bulk_retry_initial_ms() -> u64 {
+    100
+}
+fn default_bulk_retry_max_ms() -> u64 {
+    10_000
+}
+fn default_bulk_give_up_after_ms() -> u64 {
+    600_000
 }
 fn default_log_level() -> String {
     "info".into()
@@ -313,6 +387,9 @@ impl AppConfig {
                 message: message.to_string(),
             })
         };
+        for (key, message) in services::problems(&self.update, &self.sync) {
+            bad(key, &message);
+        }
         let mut server_ids: BTreeMap<u32, &str> = BTreeMap::new();
         for (name, m) in &self.mysql {
             let k = |f: &str| format!("mysql.{name}.{f}");
@@ -413,6 +490,31 @@ impl AppConfig {
             bad(
                 "elasticsearch.request_timeout_ms".into(),
                 "must be at least 1",
+            );
+        }
+        let bulk = &es.bulk;
+        let k = |f: &str| format!("elasticsearch.bulk.{f}");
+        if bulk.max_docs < 1 {
+            bad(k("max_docs"), "must be at least 1");
+        }
+        if bulk.max_bytes < 1024 {
+            bad(k("max_bytes"), "must be at least 1024");
+        }
+        if !(1..=64).contains(&bulk.concurrency) {
+            bad(k("concurrency"), "must be between 1 and 64");
+        }
+        if bulk.retry_initial_ms == 0 {
+            bad(k("retry_initial_ms"), "must be at least 1");
+        } else if bulk.retry_initial_ms > bulk.retry_max_ms {
+            bad(
+                k("retry_initial_ms"),
+                "must not be greater than retry_max_ms",
+            );
+        }
+        if !(bulk.rate_limit_mb_per_s.is_finite() && bulk.rate_limit_mb_per_s >= 0.0) {
+            bad(
+                k("rate_limit_mb_per_s"),
+                "must be a finite number, 0 or more (0 is no limit)",
             );
         }
         if self.telemetry.log_level.trim().is_empty() {

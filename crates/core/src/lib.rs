@@ -6,7 +6,9 @@
 //! crate; it depends on none of them and does no network I/O.
 
 pub mod config;
+pub mod dead_letter;
 pub mod event;
+pub mod generation;
 pub mod handler;
 pub mod materialize;
 pub mod position;

@@ -18,6 +18,26 @@ pub enum KafkaError {
     },
     #[error("kafka: creating topic `{topic}`: {code}")]
     CreateTopic { topic: String, code: Code },
+    #[error("kafka ({brokers}): topic `{topic}` does not exist (has listen run for its database?)")]
+    MissingTopic { brokers: String, topic: String },
+    #[error("kafka ({brokers}): group {group} does not hold the offsets just committed: {detail}")]
+    CommitMismatch {
+        brokers: String,
+        group: String,
+        detail: String,
+    },
+    #[error("kafka ({brokers}): deleting group {group}: {code}")]
+    DeleteGroup {
+        brokers: String,
+        group: String,
+        code: Code,
+    },
+    #[error("kafka ({brokers}): {what}: no answer within {after:?}")]
+    TimedOut {
+        brokers: String,
+        what: String,
+        after: std::time::Duration,
+    },
 }
 
 /// Codes that no retry can fix: authentication, authorization, bad configuration.
@@ -41,7 +61,14 @@ impl Transient for KafkaError {
             KafkaError::Request { source, .. } => source
                 .rdkafka_error_code()
                 .is_none_or(|c| !DEFINITE.contains(&c)),
-            KafkaError::CreateTopic { code, .. } => !DEFINITE.contains(code),
+            KafkaError::CreateTopic { code, .. } | KafkaError::DeleteGroup { code, .. } => {
+                !DEFINITE.contains(code)
+            }
+            // A missing topic needs `listen` (or an operator) to create it.
+            KafkaError::MissingTopic { .. } => false,
+            // Someone else commits for the group (a running consumer): retrying races it.
+            KafkaError::CommitMismatch { .. } => false,
+            KafkaError::TimedOut { .. } => true,
         }
     }
 }

@@ -11,13 +11,21 @@ pub enum RedisError {
         #[source]
         source: redis::RedisError,
     },
+    /// A command on one of our keys failed.
+    #[error("redis key {key}: {what}: {source}")]
+    Key {
+        key: String,
+        what: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
     #[error("redis key {key} holds something we cannot read: {message}")]
     Corrupt { key: String, message: String },
 }
 
 impl Transient for RedisError {
     fn is_transient(&self) -> bool {
-        let RedisError::Request { source, .. } = self else {
+        let (RedisError::Request { source, .. } | RedisError::Key { source, .. }) = self else {
             return false;
         };
         source.is_io_error()

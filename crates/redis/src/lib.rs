@@ -2,9 +2,11 @@
 //! and the key layout under the configured prefix.
 
 mod error;
+mod generation;
 mod position;
 
 pub use error::RedisError;
+pub use generation::{GenerationStore, LockToken};
 pub use position::PositionStore;
 
 use mee_core::config::RedisConfig;

@@ -1,16 +1,29 @@
 //! `sync -n <task>`: changes to Elasticsearch.
 //!
-//! Current state: loads and validates the app config, connects to Kafka,
-//! Elasticsearch, Redis and every configured MySQL database (retrying while they are
-//! unreachable), serves `/metrics` and `/healthz`, and exits cleanly on SIGTERM or
-//! Ctrl-C. Consuming change events and writing documents are not implemented yet.
+//! Follows the task's generations in Redis (written by `update`): one consumer per
+//! generation that is building, catching up or live, each with that generation's
+//! consumer group, handler copy and index. A batch of change events becomes the set of
+//! documents it affects, rebuilt from MySQL and written whole with the newest event's
+//! version (`version_type=external`); offsets are committed only after the writes (or
+//! their dead letters) are confirmed.
+
+mod apply;
+mod error;
+mod metrics;
+mod worker;
+
+pub use error::SyncError;
+pub use metrics::Metrics;
 
 use clap::Parser;
 use mee_core::AppConfig;
-use mee_telemetry::Service;
+use mee_telemetry::{CancellationToken, Service};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,9 +31,12 @@ use std::time::Duration;
     version,
     about = "Mee sync: applies change events of one task to Elasticsearch",
     long_about = "Mee sync: applies change events of one task to Elasticsearch.\n\n\
-        NOT YET IMPLEMENTED: consuming change events and writing documents.\n\
-        This version checks the app configuration, connects to Kafka, Elasticsearch, \
-        Redis and MySQL, serves /metrics and /healthz, and exits cleanly on SIGTERM or Ctrl-C."
+        Reads the task's generations from Redis (run `update -n <task>` first) and keeps \
+        each non-retired generation's index in step with the change topics `listen` \
+        writes. New generations are picked up within seconds, retired ones stopped. \
+        Several processes for one task share the partitions through Kafka consumer groups.\n\n\
+        Serves /metrics and /healthz; on SIGTERM it finishes the batch in hand \
+        (sync.shutdown_timeout_ms), commits and exits 0."
 )]
 pub struct Cli {
     /// Task name, as given to `update -n`.
@@ -57,13 +73,12 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
     {
         return stopped(svc).await;
     }
-    if svc
+    let Some(redis) = svc
         .connect("redis", || mee_redis::connect(&cfg.redis))
         .await?
-        .is_none()
-    {
+    else {
         return stopped(svc).await;
-    }
+    };
     for (name, mysql_cfg) in &cfg.mysql {
         let Some(conn) = svc
             .connect("mysql", || mee_mysql::connect(name, mysql_cfg))
@@ -74,10 +89,124 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
         conn.disconnect().await.ok();
     }
 
-    svc.health.set_healthy();
-    tracing::warn!(task = %cli.task, "syncing is not implemented yet; idling until SIGTERM or Ctrl-C");
-    svc.shutdown.cancelled().await;
-    stopped(svc).await
+    let store = mee_redis::GenerationStore::new(redis, mee_redis::Keys::new(&cfg.redis.key_prefix));
+    let metrics = Metrics::register(&svc.registry)?;
+    let Some(dlq) = svc
+        .connect("kafka", || {
+            mee_kafka::DeadLetterQueue::open(&cfg.kafka, &cli.task)
+        })
+        .await?
+    else {
+        return stopped(svc).await;
+    };
+    let shared = Arc::new(Shared {
+        writer: mee_es::BulkWriter::new(es, cfg.elasticsearch.bulk.clone()),
+        cfg,
+        metrics,
+        dlq,
+    });
+    let result = supervise(&svc, shared, store, &cli.task).await;
+    svc.stop().await;
+    tracing::info!("stopped");
+    result.map_err(Into::into)
+}
+
+/// What every generation's consumer shares.
+pub(crate) struct Shared {
+    pub cfg: AppConfig,
+    pub writer: mee_es::BulkWriter,
+    pub metrics: Metrics,
+    pub dlq: mee_kafka::DeadLetterQueue,
+}
+
+/// Run one consumer per active generation of `task`, following Redis until shutdown.
+async fn supervise(
+    svc: &Service,
+    shared: Arc<Shared>,
+    mut store: mee_redis::GenerationStore,
+    task: &str,
+) -> Result<(), SyncError> {
+    let poll = Duration::from_millis(shared.cfg.sync.generations_poll_ms);
+    let mut running: HashMap<String, (CancellationToken, JoinHandle<Result<(), SyncError>>)> =
+        HashMap::new();
+    let mut first = true;
+    let mut redis_down = false;
+    loop {
+        match store.list(task).await {
+            Ok(gens) => {
+                if redis_down {
+                    tracing::info!("redis answers again");
+                    redis_down = false;
+                }
+                if first && gens.is_empty() {
+                    return Err(SyncError::NoGeneration {
+                        task: task.to_string(),
+                    });
+                }
+                first = false;
+                let active: Vec<_> = gens.into_iter().filter(|g| g.state.is_active()).collect();
+                running.retain(|id, (stop, _)| {
+                    if active.iter().any(|g| &g.id == id) {
+                        return true;
+                    }
+                    tracing::info!(generation = %id, "generation retired or removed: stopping its consumer");
+                    stop.cancel();
+                    // The consumer finishes its batch, commits and ends on its own.
+                    false
+                });
+                for g in active {
+                    if running.contains_key(&g.id) {
+                        continue;
+                    }
+                    let stop = svc.shutdown.child_token();
+                    let id = g.id.clone();
+                    let handle = tokio::spawn(worker::run(shared.clone(), g, stop.clone()));
+                    running.insert(id, (stop, handle));
+                }
+                svc.health.set_healthy();
+            }
+            Err(e) => {
+                if !redis_down {
+                    tracing::warn!(error = %e, "cannot read the generations from redis; consumers keep running");
+                }
+                redis_down = true;
+            }
+        }
+        // Consumers that ended on their own: a definite error. Log it; the next poll
+        // starts the generation again (after `poll`), so a fixed cause heals itself.
+        let ended: Vec<String> = running
+            .iter()
+            .filter(|(_, (_, h))| h.is_finished())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ended {
+            if let Some((_, handle)) = running.remove(&id) {
+                match handle.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(generation = %id, error = %e, "consumer stopped; restarting it");
+                        svc.health.set_unhealthy(format!("generation {id}: {e}"));
+                    }
+                    Err(e) => tracing::error!(generation = %id, error = %e, "consumer panicked"),
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = svc.shutdown.cancelled() => break,
+        }
+    }
+    for (id, (stop, handle)) in running {
+        stop.cancel();
+        match handle.await {
+            Ok(Err(e)) => {
+                tracing::error!(generation = %id, error = %e, "consumer ended with an error")
+            }
+            Err(e) => tracing::error!(generation = %id, error = %e, "consumer panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    Ok(())
 }
 
 async fn stopped(svc: Service) -> anyhow::Result<()> {

@@ -4,7 +4,9 @@
 //! `.dev/env`, which dev-up writes. Every test takes its own names — database,
 //! topic, index, Redis key prefix — from [`unique_name`], so tests run in parallel.
 
+mod pipeline;
 mod process;
+pub use pipeline::{Pipeline, es_request, service_bin};
 pub use process::ServiceProcess;
 
 use mee_core::AppConfig;

@@ -103,6 +103,12 @@ impl ServiceProcess {
         }
     }
 
+    /// SIGKILL (`kill -9`): no chance to flush or save anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         let sent = Command::new("kill")

@@ -1,16 +1,26 @@
 //! `update -c <handler.yml> -n <task>`: the full rebuild.
 //!
-//! Current state: `--check` validates a handler and preflights it against MySQL and
-//! Elasticsearch. Without `--check` it loads the app config, checks the handler file
-//! can be read, connects to every configured MySQL database, Elasticsearch, Kafka and
-//! Redis (retrying while they are unreachable), serves `/metrics` and `/healthz`, and
-//! exits cleanly on SIGTERM or Ctrl-C. Rebuilding is not implemented yet.
+//! Builds a new generation of the task's index from MySQL while the old one keeps
+//! serving: a new index `<alias>_<timestamp>` and consumer group `<task>.<generation>`
+//! (committed at the change topics' ends before the first row is read), recorded in
+//! Redis for `sync`. After the load it waits until `sync` has applied the changes made
+//! meanwhile, moves the alias in one request, and retires the old generation.
+//! `--check` only validates and preflights the handler.
 
 mod check;
+mod load;
+mod metrics;
+mod progress;
+mod rebuild;
+
+pub use load::REBUILD_VERSION;
+pub use rebuild::Options;
 
 use anyhow::Context;
 use clap::Parser;
 use mee_core::AppConfig;
+use mee_core::handler::Handler;
+use mee_redis::GenerationStore;
 use mee_telemetry::Service;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,12 +32,15 @@ use std::time::Duration;
     version,
     about = "Mee update: full rebuild of one task's index",
     long_about = "Mee update: full rebuild of one task's index.\n\n\
+        Builds a new index `<alias>_<timestamp>` (a generation) from MySQL while the old one \
+        keeps serving, waits until `sync -n <task>` has applied the changes made meanwhile, \
+        then moves the alias to it in one request and retires the old generation. Documents \
+        Elasticsearch refuses go to the Kafka topic `<task>.dlq` with the reason.\n\n\
+        A killed run leaves an unfinished generation: run again with --resume to finish it \
+        or --drop-unfinished to delete it. Only one update per task runs at a time.\n\n\
         With --check: validates the handler (every problem with file:line:col and key \
         path), then, when the servers answer, prepares every statement on MySQL and asks \
-        Elasticsearch to accept the index settings and mappings. Nothing is written.\n\n\
-        NOT YET IMPLEMENTED: rebuilding the index. Without --check this version checks the \
-        app configuration, connects to MySQL, Elasticsearch, Kafka and Redis, serves \
-        /metrics and /healthz, and exits cleanly on SIGTERM or Ctrl-C."
+        Elasticsearch to accept the index settings and mappings. Nothing is written."
 )]
 pub struct Cli {
     /// Handler YAML describing the index (Mee's format).
@@ -40,6 +53,19 @@ pub struct Cli {
     /// Exits 0 when valid, 1 with the list of problems otherwise.
     #[arg(long)]
     pub check: bool,
+    /// Finish the task's unfinished generation (left by a killed or timed-out run).
+    #[arg(long, conflicts_with = "drop_unfinished")]
+    pub resume: bool,
+    /// Delete the task's unfinished generation (index, consumer group, record), then
+    /// build a new one.
+    #[arg(long)]
+    pub drop_unfinished: bool,
+    /// Swap the alias right after the load, without waiting for `sync` to catch up.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Build (and let `sync` keep current) without moving the alias; `--resume` swaps later.
+    #[arg(long)]
+    pub no_swap: bool,
     /// App config file (TOML); MEE__<SECTION>__<KEY> environment variables override it.
     #[arg(long, env = "MEE_CONFIG", default_value = "conf/app.toml")]
     pub config: PathBuf,
@@ -59,8 +85,13 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
         return Ok(());
     }
     let task = cli.task.clone().unwrap_or_default();
-    std::fs::read_to_string(&cli.handler)
+    // The same checks as --check; unreachable servers are waited for below.
+    for line in check::check(&cli.handler, &cfg).await? {
+        tracing::info!("{line}");
+    }
+    let text = std::fs::read_to_string(&cli.handler)
         .with_context(|| format!("cannot read handler {}", cli.handler.display()))?;
+    let handler = Handler::parse(&cli.handler.display().to_string(), &text)?;
     let svc = Service::start(
         "update",
         &cfg.telemetry,
@@ -68,16 +99,6 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
         DEFAULT_METRICS,
     )
     .await?;
-
-    for (name, mysql_cfg) in &cfg.mysql {
-        let Some(conn) = svc
-            .connect("mysql", || mee_mysql::connect(name, mysql_cfg))
-            .await?
-        else {
-            return stopped(svc).await;
-        };
-        conn.disconnect().await.ok();
-    }
     let es = mee_es::client(&cfg.elasticsearch)?;
     let Some(info) = svc
         .connect("elasticsearch", || mee_es::cluster_info(&es))
@@ -95,18 +116,78 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
     {
         return stopped(svc).await;
     }
-    if svc
+    let Some(redis) = svc
         .connect("redis", || mee_redis::connect(&cfg.redis))
         .await?
-        .is_none()
-    {
+    else {
         return stopped(svc).await;
-    }
-
+    };
+    let mut store = GenerationStore::new(redis, mee_redis::Keys::new(&cfg.redis.key_prefix));
+    let Some(lock) = store.acquire_lock(&task, cfg.update.lock_ttl_ms).await? else {
+        svc.stop().await;
+        anyhow::bail!(
+            "another `update` for task `{task}` is running (it holds the lock in Redis). Wait for \
+             it to finish; if it was killed, its lock expires within {} s",
+            cfg.update.lock_ttl_ms / 1000
+        );
+    };
+    let renewer = renew_lock(store.clone(), &task, &lock, cfg.update.lock_ttl_ms);
+    let metrics = metrics::Metrics::register(&svc.registry, &task)?;
     svc.health.set_healthy();
-    tracing::warn!(task = %task, "rebuilding is not implemented yet; idling until SIGTERM or Ctrl-C");
-    svc.shutdown.cancelled().await;
-    stopped(svc).await
+    let mut rebuild = rebuild::Rebuild {
+        cfg: &cfg,
+        handler: &handler,
+        handler_path: cli.handler.display().to_string(),
+        task: &task,
+        es: &es,
+        store: &mut store,
+        metrics: &metrics,
+        shutdown: &svc.shutdown,
+        options: Options {
+            resume: cli.resume,
+            drop_unfinished: cli.drop_unfinished,
+            no_wait: cli.no_wait,
+            no_swap: cli.no_swap,
+        },
+    };
+    let result = tokio::select! {
+        r = rebuild.run() => r,
+        () = renewer => unreachable!("renewing the lock never ends"),
+    };
+    if let Err(e) = store.release_lock(&task, lock).await {
+        tracing::warn!(error = %e, "could not release the lock; it expires by itself");
+    }
+    svc.stop().await;
+    let g = result?;
+    println!(
+        "task `{task}`: generation {} ({}) is {}; {} masters, {} documents, {} dead-lettered",
+        g.id,
+        g.index,
+        g.state,
+        g.counters.masters_read,
+        g.counters.documents_written,
+        g.counters.documents_rejected
+    );
+    Ok(())
+}
+
+/// Renew the task's lock every third of its lifetime, for as long as `update` runs.
+async fn renew_lock(
+    mut store: GenerationStore,
+    task: &str,
+    lock: &mee_redis::LockToken,
+    ttl_ms: u64,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(ttl_ms / 3)).await;
+        match store.renew_lock(task, lock, ttl_ms).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!("lost the task lock (expired while Redis was unreachable?)");
+            }
+            Err(e) => tracing::warn!(error = %e, "could not renew the task lock; retrying"),
+        }
+    }
 }
 
 async fn stopped(svc: Service) -> anyhow::Result<()> {

@@ -181,3 +181,105 @@ fn mysql_for_lists_known_databases() {
     let err = cfg.mysql_for("nope").expect_err("unknown");
     assert!(err.contains("configured: shop"), "{err}");
 }
+
+#[test]
+fn bulk_defaults_match_serde_defaults() {
+    let cfg = load(MINIMAL).expect("valid");
+    let bulk = &cfg.elasticsearch.bulk;
+    assert_eq!(*bulk, BulkConfig::default());
+    assert_eq!(bulk.max_docs, 1000);
+    assert_eq!(bulk.max_bytes, 5 * 1024 * 1024);
+    assert_eq!(bulk.concurrency, 2);
+    assert_eq!((bulk.retry_initial_ms, bulk.retry_max_ms), (100, 10_000));
+    assert_eq!(bulk.give_up_after_ms, 600_000);
+    assert_eq!(bulk.rate_limit_docs_per_s, 0);
+    assert_eq!(bulk.rate_limit_mb_per_s, 0.0);
+    // An empty section gets the same defaults.
+    let cfg = load(&format!("{MINIMAL}\n[elasticsearch.bulk]\n")).expect("valid");
+    assert_eq!(cfg.elasticsearch.bulk, BulkConfig::default());
+}
+
+#[test]
+fn bulk_section_is_read_and_overridable() {
+    let toml = format!(
+        "{MINIMAL}\n[elasticsearch.bulk]\nmax_docs = 10\nmax_bytes = 2048\nconcurrency = 4\n\
+         retry_initial_ms = 5\nretry_max_ms = 50\ngive_up_after_ms = 0\n\
+         rate_limit_docs_per_s = 100\nrate_limit_mb_per_s = 1.5\n"
+    );
+    let env = HashMap::from([(
+        "MEE__ELASTICSEARCH__BULK__CONCURRENCY".to_string(),
+        "8".to_string(),
+    )]);
+    let cfg = AppConfig::from_toml_str(&toml, env).expect("valid");
+    let bulk = &cfg.elasticsearch.bulk;
+    assert_eq!(
+        *bulk,
+        BulkConfig {
+            max_docs: 10,
+            max_bytes: 2048,
+            concurrency: 8,
+            retry_initial_ms: 5,
+            retry_max_ms: 50,
+            give_up_after_ms: 0,
+            rate_limit_docs_per_s: 100,
+            rate_limit_mb_per_s: 1.5,
+        }
+    );
+}
+
+#[test]
+fn bulk_unknown_key_is_an_error() {
+    let err =
+        load(&format!("{MINIMAL}\n[elasticsearch.bulk]\nmax_doc = 5\n")).expect_err("unknown key");
+    let msg = err.to_string();
+    assert!(msg.contains("elasticsearch.bulk"), "{msg}");
+    assert!(msg.contains("max_doc"), "{msg}");
+}
+
+#[test]
+fn bulk_problems_are_reported_at_once() {
+    let toml = format!(
+        "{MINIMAL}\n[elasticsearch.bulk]\nmax_docs = 0\nmax_bytes = 1023\nconcurrency = 65\n\
+         retry_initial_ms = 200\nretry_max_ms = 100\nrate_limit_mb_per_s = -1.0\n"
+    );
+    let err = load(&toml).expect_err("invalid");
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("expected Invalid, got {err}");
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "elasticsearch.bulk.max_docs",
+            "elasticsearch.bulk.max_bytes",
+            "elasticsearch.bulk.concurrency",
+            "elasticsearch.bulk.retry_initial_ms",
+            "elasticsearch.bulk.rate_limit_mb_per_s",
+        ],
+        "{err}"
+    );
+}
+
+#[test]
+fn bulk_limits_at_their_bounds_are_valid() {
+    let mut cfg = load(MINIMAL).expect("valid");
+    let bulk = &mut cfg.elasticsearch.bulk;
+    bulk.max_docs = 1;
+    bulk.max_bytes = 1024;
+    bulk.concurrency = 64;
+    bulk.retry_initial_ms = 7;
+    bulk.retry_max_ms = 7;
+    assert_eq!(cfg.validate(), []);
+    cfg.elasticsearch.bulk.concurrency = 0;
+    cfg.elasticsearch.bulk.retry_initial_ms = 0;
+    cfg.elasticsearch.bulk.rate_limit_mb_per_s = f64::NAN;
+    let keys: Vec<String> = cfg.validate().into_iter().map(|p| p.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "elasticsearch.bulk.concurrency",
+            "elasticsearch.bulk.retry_initial_ms",
+            "elasticsearch.bulk.rate_limit_mb_per_s",
+        ]
+    );
+}

@@ -100,7 +100,7 @@ fn want(w: &mut Wanted, cell: Cell, version: u64) {
 }
 
 /// A JSON value from a row image as a value to bind or match.
-pub(crate) fn json_cell(v: &Value) -> Cell {
+pub fn json_cell(v: &Value) -> Cell {
     match v {
         Value::Null => Cell::Null,
         Value::Bool(b) => Cell::Int(i64::from(*b)),
@@ -151,6 +151,8 @@ pub(crate) struct Inverse<'p, 'h> {
 }
 
 type Res<T, S> = Result<T, MaterializeError<<S as RowSource>::Error>>;
+/// Master keys, each with the newest version asking for it.
+type KeysFuture<'a, S> = Pin<Box<dyn Future<Output = Res<Vec<(Vec<Cell>, u64)>, S>> + Send + 'a>>;
 
 impl Inverse<'_, '_> {
     /// Items of the handler reading `database.table`.
@@ -225,7 +227,7 @@ impl Inverse<'_, '_> {
         column: String,
         wanted: Wanted,
         stats: &'a mut QueryStats,
-    ) -> Pin<Box<dyn Future<Output = Res<Vec<(Vec<Cell>, u64)>, S>> + Send + 'a>> {
+    ) -> KeysFuture<'a, S> {
         Box::pin(async move {
             if wanted.is_empty() {
                 return Ok(Vec::new());

@@ -11,7 +11,7 @@ mod inverse;
 mod plan;
 mod resolve;
 
-pub use inverse::{AffectedKey, RowChange};
+pub use inverse::{AffectedKey, RowChange, json_cell};
 
 use crate::Transient;
 use crate::handler::Handler;
@@ -183,6 +183,10 @@ impl<'h> Materializer<'h> {
             plan,
             links,
         }
+    }
+
+    pub fn handler(&self) -> &'h Handler {
+        self.handler
     }
 
     /// Items whose changed rows cannot be traced to documents: their statement has no
@@ -386,6 +390,7 @@ impl<'h> Materializer<'h> {
     }
 }
 
-pub(crate) fn match_key(cells: &[Cell]) -> Vec<MatchKey> {
+/// Comparable form of a key (see [`Cell::match_key`]).
+pub fn match_key(cells: &[Cell]) -> Vec<MatchKey> {
     cells.iter().map(Cell::match_key).collect()
 }

@@ -1,0 +1,345 @@
+//! One batch of change messages → document writes: parse, skip what the handler does
+//! not read, trace the changed rows to their documents, rebuild those from MySQL,
+//! write them (or delete them) with the newest event's version, and dead-letter what
+//! cannot be applied.
+
+use crate::SyncError;
+use mee_core::dead_letter::{DEAD_LETTER_FORMAT, DeadLetter, DeadLetterKind};
+use mee_core::event::{ChangeEvent, ChangeKind};
+use mee_core::generation::Generation;
+use mee_core::materialize::{Materializer, RowChange, match_key};
+use mee_core::value::{Cell, MatchKey};
+use mee_es::{BulkAction, BulkOp, BulkWriter};
+use mee_kafka::DeadLetterQueue;
+use mee_mysql::MySqlSource;
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+
+/// A message as consumed.
+#[derive(Debug, Clone)]
+pub(crate) struct Message {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Option<Vec<u8>>,
+}
+
+impl Message {
+    fn place(&self) -> String {
+        format!("{}/{}@{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// What applying a batch did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct BatchReport {
+    /// (table, type) of every change event read.
+    pub consumed: Vec<(String, &'static str)>,
+    /// (reason) of every event that affected no document.
+    pub skipped: Vec<&'static str>,
+    /// (table, type) of TRUNCATE/DDL on tables the handler reads.
+    pub rebuild_needed: Vec<(String, &'static str)>,
+    pub indexed: u64,
+    pub deleted: u64,
+    pub conflicts: u64,
+    pub dead_lettered: u64,
+    pub bulk_latencies: Vec<std::time::Duration>,
+    /// Commit time of the newest event in the batch.
+    pub newest_commit_ms: Option<u64>,
+}
+
+/// Everything a generation's batches need.
+pub(crate) struct Applier<'h> {
+    pub generation: &'h Generation,
+    pub materializer: Materializer<'h>,
+    pub primary_key: &'h [String],
+    pub source: &'h MySqlSource,
+    pub writer: &'h BulkWriter,
+    pub dlq: &'h DeadLetterQueue,
+}
+
+fn kind_name(k: ChangeKind) -> &'static str {
+    match k {
+        ChangeKind::Insert => "insert",
+        ChangeKind::Update => "update",
+        ChangeKind::Delete => "delete",
+        ChangeKind::Truncate => "truncate",
+        ChangeKind::Ddl => "ddl",
+    }
+}
+
+/// Statements that may remove or rename a column the documents map.
+fn may_drop_columns(statement: &str) -> bool {
+    let s = statement.to_ascii_lowercase();
+    ["drop", "rename", "change", "modify"]
+        .iter()
+        .any(|w| s.contains(w))
+}
+
+impl Applier<'_> {
+    /// Apply `batch`. On an error nothing may be committed: the caller retries the
+    /// whole batch (writes are versioned, so repeating them is harmless).
+    pub async fn apply(&self, batch: &[Message]) -> Result<BatchReport, SyncError> {
+        let mut report = BatchReport::default();
+        let mut letters = Vec::new();
+        let mut events = Vec::with_capacity(batch.len());
+        for msg in batch {
+            match msg.payload.as_deref().map(ChangeEvent::from_json) {
+                Some(Ok(e)) => events.push(e),
+                Some(Err(e)) => letters.push(self.unreadable(msg, e.to_string())),
+                None => letters.push(self.unreadable(msg, "empty message".into())),
+            }
+        }
+        let mut changes = Vec::new();
+        // Master key → (id, routing) from the master rows' own images, for deletes.
+        let mut master_ids: HashMap<Vec<MatchKey>, (String, Option<String>)> = HashMap::new();
+        for e in &events {
+            report.consumed.push((e.table.clone(), kind_name(e.kind)));
+            report.newest_commit_ms = report.newest_commit_ms.max(Some(e.commit_ts_ms));
+            match e.kind {
+                ChangeKind::Truncate | ChangeKind::Ddl => {
+                    self.structural(e, &mut report);
+                    continue;
+                }
+                ChangeKind::Insert | ChangeKind::Update | ChangeKind::Delete => {}
+            }
+            if !self.materializer.reads_table(&e.database, &e.table) {
+                report.skipped.push("table");
+                continue;
+            }
+            let passes = |img: &Option<Map<String, Value>>| {
+                img.as_ref()
+                    .is_some_and(|i| self.materializer.passes_filter(&e.database, &e.table, i))
+            };
+            if !passes(&e.before) && !passes(&e.after) {
+                report.skipped.push("filter");
+                continue;
+            }
+            if let Some(img) = e.after.as_ref().or(e.before.as_ref()) {
+                self.remember_master_id(e, img, &mut master_ids);
+            }
+            changes.push(RowChange {
+                database: &e.database,
+                table: &e.table,
+                before: e.before.as_ref(),
+                after: e.after.as_ref(),
+                version: e.version,
+            });
+        }
+
+        let ops = self.operations(&changes, &master_ids).await?;
+        if !ops.is_empty() {
+            let outcome = self.writer.write(ops).await?;
+            report.indexed = outcome.indexed;
+            report.deleted = outcome.deleted;
+            report.conflicts = outcome.conflicts;
+            report.bulk_latencies = outcome.latencies;
+            for r in outcome.rejected {
+                letters.push(self.rejected(r));
+            }
+        }
+        report.dead_lettered = letters.len() as u64;
+        for letter in &letters {
+            tracing::warn!(
+                generation = %self.generation.id,
+                kind = ?letter.kind,
+                reason = %letter.reason,
+                document_id = letter.document_id.as_deref().unwrap_or(""),
+                source = letter.source.as_deref().unwrap_or(""),
+                "dead-lettered"
+            );
+            self.dlq.send(letter).await?;
+        }
+        Ok(report)
+    }
+
+    /// Index writes for the affected documents, deletes for those whose master row is
+    /// gone or no longer passes the master statement.
+    async fn operations(
+        &self,
+        changes: &[RowChange<'_>],
+        master_ids: &HashMap<Vec<MatchKey>, (String, Option<String>)>,
+    ) -> Result<Vec<BulkOp>, SyncError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (affected, _) = self.materializer.affected(self.source, changes).await?;
+        if affected.is_empty() {
+            return Ok(Vec::new());
+        }
+        let versions: HashMap<Vec<MatchKey>, u64> = affected
+            .iter()
+            .map(|a| (match_key(&a.key), a.version))
+            .collect();
+        let keys: Vec<Vec<Cell>> = affected.into_iter().map(|a| a.key).collect();
+        let built = self.materializer.keys(self.source, &keys).await?;
+        let index = &self.generation.index;
+        let mut ops = Vec::with_capacity(built.documents.len() + built.missing.len());
+        let mut written: HashSet<String> = HashSet::new();
+        for d in built.documents {
+            let version = versions.get(&match_key(&d.key)).copied().unwrap_or(0);
+            written.insert(d.id.clone());
+            ops.push(BulkOp {
+                index: index.clone(),
+                id: d.id,
+                routing: d.routing,
+                version,
+                action: BulkAction::Index { source: d.source },
+            });
+        }
+        for key in built.missing {
+            let mk = match_key(&key);
+            let Some((id, routing)) = master_ids
+                .get(&mk)
+                .cloned()
+                .or_else(|| self.id_from_key(&key))
+            else {
+                tracing::debug!(
+                    ?key,
+                    "no document id for a missing master; nothing to delete"
+                );
+                continue;
+            };
+            // Never delete a document this batch writes (keys of other types can
+            // look different and still name the same row).
+            if written.contains(&id) {
+                continue;
+            }
+            ops.push(BulkOp {
+                index: index.clone(),
+                id,
+                routing,
+                version: versions.get(&mk).copied().unwrap_or(0),
+                action: BulkAction::Delete,
+            });
+        }
+        Ok(ops)
+    }
+
+    fn remember_master_id(
+        &self,
+        e: &ChangeEvent,
+        img: &Map<String, Value>,
+        ids: &mut HashMap<Vec<MatchKey>, (String, Option<String>)>,
+    ) {
+        let master = self.materializer.handler().master();
+        if master.database != e.database || !master.table.eq_ignore_ascii_case(&e.table) {
+            return;
+        }
+        let key: Option<Vec<MatchKey>> = self
+            .primary_key
+            .iter()
+            .map(|c| {
+                img.get(c)
+                    .map(|v| mee_core::materialize::json_cell(v).match_key())
+            })
+            .collect();
+        if let (Some(key), Some(id)) = (key, self.materializer.id_from_image(img)) {
+            ids.insert(key, id);
+        }
+    }
+
+    /// The document id from the key alone (templates that use only key columns).
+    fn id_from_key(&self, key: &[Cell]) -> Option<(String, Option<String>)> {
+        let image: Map<String, Value> = self
+            .primary_key
+            .iter()
+            .zip(key)
+            .map(|(c, v)| {
+                (
+                    c.clone(),
+                    mee_core::value::to_json(mee_core::value::ColumnKind::Other, v, false),
+                )
+            })
+            .collect();
+        self.materializer.id_from_image(&image)
+    }
+
+    fn structural(&self, e: &ChangeEvent, report: &mut BatchReport) {
+        let reads = !e.table.is_empty() && self.materializer.reads_table(&e.database, &e.table);
+        let statement = e.statement.as_deref().unwrap_or("");
+        let serious = match e.kind {
+            ChangeKind::Truncate => reads,
+            _ => reads && may_drop_columns(statement),
+        };
+        if serious {
+            tracing::error!(
+                task = %self.generation.task,
+                generation = %self.generation.id,
+                database = %e.database,
+                table = %e.table,
+                statement,
+                "{} on a table this task reads: documents may no longer match MySQL. Run \
+                 `update -c <handler.yml> -n {}` to rebuild the index",
+                kind_name(e.kind).to_uppercase(),
+                self.generation.task
+            );
+            report
+                .rebuild_needed
+                .push((e.table.clone(), kind_name(e.kind)));
+        } else {
+            report.skipped.push("ddl");
+        }
+    }
+
+    fn unreadable(&self, msg: &Message, reason: String) -> DeadLetter {
+        DeadLetter {
+            format: DEAD_LETTER_FORMAT,
+            kind: DeadLetterKind::UnreadableEvent,
+            task: self.generation.task.clone(),
+            generation: self.generation.id.clone(),
+            index: self.generation.index.clone(),
+            reason,
+            status: None,
+            document_id: None,
+            document: None,
+            message: msg
+                .payload
+                .as_deref()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            source: Some(msg.place()),
+            at_ms: now_ms(),
+        }
+    }
+
+    fn rejected(&self, r: mee_es::Rejected) -> DeadLetter {
+        let document = match &r.op.action {
+            BulkAction::Index { source } => serde_json::from_str(source).ok(),
+            BulkAction::Delete => None,
+        };
+        DeadLetter {
+            format: DEAD_LETTER_FORMAT,
+            kind: DeadLetterKind::RejectedDocument,
+            task: self.generation.task.clone(),
+            generation: self.generation.id.clone(),
+            index: r.op.index.clone(),
+            reason: r.reason,
+            status: Some(r.status),
+            document_id: Some(r.op.id),
+            document,
+            message: None,
+            source: None,
+            at_ms: now_ms(),
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_dropping_ddl_is_recognised() {
+        assert!(may_drop_columns("ALTER TABLE t DROP COLUMN a"));
+        assert!(may_drop_columns("alter table t change a b int"));
+        assert!(may_drop_columns("RENAME TABLE t TO u"));
+        assert!(!may_drop_columns("ALTER TABLE t ADD COLUMN c INT"));
+        assert!(!may_drop_columns("CREATE INDEX i ON t (a)"));
+    }
+}

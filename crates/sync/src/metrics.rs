@@ -1,0 +1,101 @@
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+/// `sync`'s Prometheus metrics, labelled by task and generation.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub events_consumed: IntCounterVec,
+    pub events_skipped: IntCounterVec,
+    pub documents: IntCounterVec,
+    pub bulk_seconds: HistogramVec,
+    pub batch_events: HistogramVec,
+    pub consumer_lag: IntGaugeVec,
+    pub lag_seconds: GaugeVec,
+    pub rebuild_needed: IntCounterVec,
+    pub batch_failures: IntCounterVec,
+}
+
+const GEN: &[&str] = &["task", "generation"];
+
+impl Metrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let labels = |extra: &'static [&'static str]| -> Vec<&'static str> {
+            GEN.iter().chain(extra).copied().collect()
+        };
+        let m = Self {
+            events_consumed: IntCounterVec::new(
+                Opts::new(
+                    "mee_sync_events_consumed_total",
+                    "Change events read from Kafka",
+                ),
+                &labels(&["table", "type"]),
+            )?,
+            events_skipped: IntCounterVec::new(
+                Opts::new(
+                    "mee_sync_events_skipped_total",
+                    "Events that affect no document: a table the handler does not read, or both images fail the filter",
+                ),
+                &labels(&["reason"]),
+            )?,
+            documents: IntCounterVec::new(
+                Opts::new(
+                    "mee_sync_documents_total",
+                    "Document writes by outcome: indexed, deleted, conflict (a newer version was there), dead_lettered",
+                ),
+                &labels(&["outcome"]),
+            )?,
+            bulk_seconds: HistogramVec::new(
+                HistogramOpts::new("mee_sync_bulk_seconds", "Latency of _bulk requests").buckets(
+                    vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ],
+                ),
+                GEN,
+            )?,
+            batch_events: HistogramVec::new(
+                HistogramOpts::new("mee_sync_batch_events", "Events per applied batch")
+                    .buckets(vec![1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 20000.0]),
+                GEN,
+            )?,
+            consumer_lag: IntGaugeVec::new(
+                Opts::new(
+                    "mee_sync_consumer_lag_messages",
+                    "Messages in the change topics after the generation's committed offsets",
+                ),
+                GEN,
+            )?,
+            lag_seconds: GaugeVec::new(
+                Opts::new(
+                    "mee_sync_replication_lag_seconds",
+                    "Now minus the commit time of the last applied event (0 when idle and caught up)",
+                ),
+                GEN,
+            )?,
+            rebuild_needed: IntCounterVec::new(
+                Opts::new(
+                    "mee_sync_rebuild_needed_total",
+                    "TRUNCATE or DDL on a table the handler reads: run `update` to rebuild the task",
+                ),
+                &labels(&["table", "type"]),
+            )?,
+            batch_failures: IntCounterVec::new(
+                Opts::new(
+                    "mee_sync_batch_failures_total",
+                    "Attempts to apply a batch that failed transiently and were retried",
+                ),
+                GEN,
+            )?,
+        };
+        registry.register(Box::new(m.events_consumed.clone()))?;
+        registry.register(Box::new(m.events_skipped.clone()))?;
+        registry.register(Box::new(m.documents.clone()))?;
+        registry.register(Box::new(m.bulk_seconds.clone()))?;
+        registry.register(Box::new(m.batch_events.clone()))?;
+        registry.register(Box::new(m.consumer_lag.clone()))?;
+        registry.register(Box::new(m.lag_seconds.clone()))?;
+        registry.register(Box::new(m.rebuild_needed.clone()))?;
+        registry.register(Box::new(m.batch_failures.clone()))?;
+        Ok(m)
+    }
+}
