@@ -144,7 +144,12 @@ async fn supervise(
                     });
                 }
                 first = false;
-                let active: Vec<_> = gens.into_iter().filter(|g| g.state.is_active()).collect();
+                // A generation without its offsets mark is still being set up by
+                // `update` (its consumer group is not committed yet): not ours yet.
+                let active: Vec<_> = gens
+                    .into_iter()
+                    .filter(|g| g.state.is_active() && !g.offsets_mark.is_empty())
+                    .collect();
                 running.retain(|id, (stop, _)| {
                     if active.iter().any(|g| &g.id == id) {
                         return true;
