@@ -31,6 +31,18 @@ pub async fn run(
             }
         })?;
     let materializer = Materializer::new(&handler);
+    let untraceable = materializer.untraceable();
+    if !untraceable.is_empty() {
+        // Writing only some changes would leave documents silently stale.
+        return Err(SyncError::Handler {
+            generation: generation.id.clone(),
+            message: format!(
+                "sync cannot follow changes of these items (looking documents up in \
+                 Elasticsearch by `query` is not supported yet):\n  - {}",
+                untraceable.join("\n  - ")
+            ),
+        });
+    }
     let databases: Vec<&str> = handler
         .all_items()
         .iter()

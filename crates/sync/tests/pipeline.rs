@@ -2,55 +2,11 @@
 //! changes of every kind reach the right documents, and the index ends equal to what
 //! the materializer builds from MySQL.
 
-use mee_core::handler::Handler;
-use mee_core::materialize::Materializer;
-use mee_mysql::MySqlSource;
-use mee_test_support::{Pipeline, ServiceProcess, workspace_root};
+mod common;
+
+use common::{WAIT, expected, running_shop};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(workspace_root().join(path)).expect(path)
-}
-
-/// listen, then the first generation (update), then sync.
-async fn running_shop() -> (Pipeline, ServiceProcess, ServiceProcess) {
-    let p = Pipeline::new(
-        &read("crates/mysql/tests/fixtures/shop.sql"),
-        &read("conf/handlers/orders.yml"),
-        "orders",
-    )
-    .await;
-    let mut listen = p.spawn("listen", &[]);
-    listen.wait_healthy(WAIT);
-    let (status, log) = p.update(&[], Duration::from_secs(60));
-    assert!(status.success(), "{log}");
-    let mut sync = p.spawn("sync", &[]);
-    sync.wait_healthy(WAIT);
-    (p, listen, sync)
-}
-
-/// Every document the materializer builds from MySQL now, `_id` → source.
-async fn expected(p: &Pipeline) -> BTreeMap<String, Value> {
-    let handler = Handler::parse(
-        "h.yml",
-        &std::fs::read_to_string(&p.handler).expect("handler"),
-    )
-    .expect("handler");
-    let source = MySqlSource::new(&p.cfg(), ["shop"]).expect("pools");
-    let page = Materializer::new(&handler)
-        .page(&source, None, 10_000)
-        .await
-        .expect("materialize");
-    source.close().await;
-    page.documents
-        .into_iter()
-        .map(|d| (d.id.clone(), d.source_value()))
-        .collect()
-}
 
 fn field<'a>(docs: &'a BTreeMap<String, Value>, id: &str, f: &str) -> Option<&'a Value> {
     docs.get(id).and_then(|d| d.get(f))

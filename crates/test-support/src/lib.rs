@@ -6,8 +6,11 @@
 
 mod pipeline;
 mod process;
+mod proxy;
+pub mod workload;
 pub use pipeline::{Pipeline, es_request, service_bin};
 pub use process::ServiceProcess;
+pub use proxy::TcpProxy;
 
 use mee_core::AppConfig;
 use mysql_async::prelude::Queryable;

@@ -96,6 +96,11 @@ impl Pipeline {
     /// Start a service: `listen -d shop`, `sync -n <task>`, or `update -c <handler> -n <task>`
     /// followed by `extra`.
     pub fn spawn(&self, service: &str, extra: &[&str]) -> ServiceProcess {
+        self.spawn_with(service, extra, &self.toml)
+    }
+
+    /// [`Pipeline::spawn`] with another app config (e.g. through a [`crate::TcpProxy`]).
+    pub fn spawn_with(&self, service: &str, extra: &[&str], toml: &str) -> ServiceProcess {
         let handler = self.handler.display().to_string();
         let mut args: Vec<&str> = match service {
             "listen" => vec!["-d", "shop"],
@@ -108,7 +113,7 @@ impl Pipeline {
         ServiceProcess::spawn(
             service_bin(service).to_str().expect("utf-8 path"),
             &args,
-            &self.toml,
+            toml,
             &[("RUST_LOG", &log)],
         )
     }

@@ -83,6 +83,15 @@ impl Document {
     }
 }
 
+/// Where a master row's document is: its `_id` and routing, without its content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentRef {
+    /// The master row's primary key values.
+    pub key: Vec<Cell>,
+    pub id: String,
+    pub routing: Option<String>,
+}
+
 /// Query counts of one materializer call, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueryStats {
@@ -352,6 +361,56 @@ impl<'h> Materializer<'h> {
             missing,
             stats,
         })
+    }
+
+    /// `_id` and routing of the documents the given master keys have now, reading only
+    /// the master rows (no items): whether a document in the index still has a master
+    /// row. Keys without a document (row gone, or failing the master statement's WHERE)
+    /// are left out.
+    pub async fn document_refs<S: RowSource>(
+        &self,
+        source: &S,
+        keys: &[Vec<Cell>],
+    ) -> Result<(Vec<DocumentRef>, QueryStats), MaterializeError<S::Error>> {
+        let mut stats = QueryStats::default();
+        let mut distinct: Vec<&Vec<Cell>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for k in keys {
+            self.check_arity(k)?;
+            if seen.insert(match_key(k)) {
+                distinct.push(k);
+            }
+        }
+        let m = self.handler.master();
+        let mut refs = Vec::new();
+        for chunk in distinct.chunks(plan::MAX_IN_VALUES / self.handler.primary_key.len().max(1)) {
+            let (sql, params) = self.plan.master_keys(chunk);
+            for row in self.run_master(source, &sql, params, &mut stats).await? {
+                let text = |c: &str| row.get(c).map(|(cell, _)| cell.to_text());
+                let render = |t: &crate::handler::Template| {
+                    t.render(&text)
+                        .ok_or_else(|| MaterializeError::MissingColumn {
+                            item: m.key.clone(),
+                            column: t
+                                .columns()
+                                .find(|c| row.get(c).is_none())
+                                .unwrap_or_default()
+                                .to_string(),
+                        })
+                };
+                let id = match &m.document_id {
+                    Some(t) => render(t)?,
+                    None => unreachable!("the master item has document_id"),
+                };
+                let routing = m.routing.as_ref().map(render).transpose()?;
+                refs.push(DocumentRef {
+                    key: self.plan.master_key(&row)?,
+                    id,
+                    routing,
+                });
+            }
+        }
+        Ok((refs, stats))
     }
 
     async fn run_master<S: RowSource>(

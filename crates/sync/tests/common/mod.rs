@@ -1,0 +1,79 @@
+//! Shared by the end-to-end tests: the shop pipeline running, and the documents the
+//! materializer builds from MySQL now.
+#![allow(dead_code)]
+
+use mee_core::handler::Handler;
+use mee_core::materialize::Materializer;
+use mee_mysql::MySqlSource;
+use mee_test_support::{Pipeline, ServiceProcess, workspace_root};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn read(path: &str) -> String {
+    std::fs::read_to_string(workspace_root().join(path)).expect(path)
+}
+
+pub async fn shop() -> Pipeline {
+    Pipeline::new(
+        &read("crates/mysql/tests/fixtures/shop.sql"),
+        &read("conf/handlers/orders.yml"),
+        "orders",
+    )
+    .await
+}
+
+/// listen, then the first generation (update), then sync.
+pub async fn running_shop() -> (Pipeline, ServiceProcess, ServiceProcess) {
+    let p = shop().await;
+    let (listen, sync) = start(&p).await;
+    (p, listen, sync)
+}
+
+pub async fn start(p: &Pipeline) -> (ServiceProcess, ServiceProcess) {
+    let mut listen = p.spawn("listen", &[]);
+    listen.wait_healthy(WAIT);
+    let (status, log) = p.update(&[], Duration::from_secs(60));
+    assert!(status.success(), "{log}");
+    let mut sync = p.spawn("sync", &[]);
+    sync.wait_healthy(WAIT);
+    (listen, sync)
+}
+
+/// Every document the materializer builds from MySQL now, `_id` → source.
+pub async fn expected(p: &Pipeline) -> BTreeMap<String, Value> {
+    let handler = Handler::parse("h.yml", &std::fs::read_to_string(&p.handler).expect("handler"))
+        .expect("handler");
+    let source = MySqlSource::new(&p.cfg(), ["shop"]).expect("pools");
+    let m = Materializer::new(&handler);
+    let mut docs = BTreeMap::new();
+    let mut after = None;
+    loop {
+        let page = m.page(&source, after.as_deref(), 1000).await.expect("materialize");
+        for d in page.documents {
+            docs.insert(d.id.clone(), d.source_value());
+        }
+        match page.last_key {
+            Some(k) => after = Some(k),
+            None => break,
+        }
+    }
+    source.close().await;
+    docs
+}
+
+/// The alias's documents once they equal the materializer's (panics with both after `timeout`).
+pub async fn converges(p: &Pipeline, timeout: Duration) {
+    let want = expected(p).await;
+    p.wait_docs(timeout, "the index equals the materializer's documents", |d| *d == want);
+}
+
+/// The task's generations in Redis.
+pub async fn generations(p: &Pipeline) -> Vec<mee_core::generation::Generation> {
+    let cfg = p.cfg();
+    let conn = mee_redis::connect(&cfg.redis).await.expect("redis");
+    let mut store = mee_redis::GenerationStore::new(conn, mee_redis::Keys::new(&p.prefix));
+    store.list(&p.task).await.expect("list")
+}

@@ -1,0 +1,209 @@
+//! `sync` under faults, with `listen` and `update` as real processes: replays, a
+//! kill -9 mid-stream, Elasticsearch unreachable, a malformed message, two processes
+//! sharing the partitions, and a rebuild while changes stream.
+
+mod common;
+
+use common::{WAIT, converges, generations, running_shop, shop, start};
+use mee_core::dead_letter::{DeadLetter, DeadLetterKind};
+use mee_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+use mee_kafka::rdkafka::message::Message;
+use mee_kafka::rdkafka::producer::FutureRecord;
+use mee_test_support::workload::{Rng, shop_change};
+use mee_test_support::{Pipeline, TcpProxy};
+use std::time::{Duration, Instant};
+
+/// `n` random changes from step `from`, one statement batch at a time.
+async fn workload(p: &Pipeline, seed: u64, from: u64, n: u64) {
+    let mut rng = Rng::new(seed);
+    for i in from..from + n {
+        p.sql(&shop_change(&mut rng, i)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_from_the_start_changes_nothing() {
+    let (p, _listen, mut sync) = running_shop().await;
+    workload(&p, 7, 0, 60).await;
+    converges(&p, WAIT).await;
+    let before = p.docs(&p.alias);
+
+    assert!(sync.terminate(WAIT).success(), "{}", sync.stderr());
+    let g = &generations(&p).await[0];
+    mee_kafka::reset_group_to_start(&p.cfg().kafka, &g.group, &g.topics, WAIT)
+        .await
+        .expect("reset");
+    let mut sync = p.spawn("sync", &[]);
+    sync.wait_healthy(WAIT);
+    let cfg = p.cfg();
+    let start = Instant::now();
+    loop {
+        let lag = mee_kafka::group_lag(&cfg.kafka, &g.group, &g.topics, WAIT)
+            .await
+            .expect("lag");
+        if lag.total == 0 {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "replay not done: lag {}", lag.total);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(p.docs(&p.alias), before, "a replay leaves the index as it was");
+    let (_, metrics) = sync.get("/metrics").expect("metrics");
+    assert!(metrics.contains("outcome=\"conflict\""), "replayed writes are version conflicts:\n{metrics}");
+    p.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_in_the_middle_of_a_stream_it_converges() {
+    let (p, _listen, mut sync) = running_shop().await;
+    let writer = {
+        let p2 = clone_pipeline(&p);
+        tokio::spawn(async move { workload(&p2, 11, 0, 400).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sync.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut sync = p.spawn("sync", &[]);
+    sync.wait_healthy(WAIT);
+    writer.await.expect("workload");
+    converges(&p, Duration::from_secs(60)).await;
+    p.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn elasticsearch_away_for_30_seconds_loses_nothing() {
+    let p = shop().await;
+    let (_listen, mut direct_sync) = start(&p).await;
+    assert!(direct_sync.terminate(WAIT).success());
+    let proxy = TcpProxy::start(p.env.es_url.trim_start_matches("http://")).await;
+    let toml = p.toml.replace(&p.env.es_url, &proxy.url());
+    let mut sync = p.spawn_with("sync", &[], &toml);
+    sync.wait_healthy(WAIT);
+
+    workload(&p, 13, 0, 40).await;
+    proxy.cut();
+    workload(&p, 14, 40, 80).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (status, _) = sync.get("/healthz").expect("sync is alive");
+    assert!(status == 200 || status == 503);
+    proxy.restore();
+    workload(&p, 15, 120, 40).await;
+    converges(&p, Duration::from_secs(60)).await;
+    assert!(sync.terminate(WAIT).success(), "{}", sync.stderr());
+    let log = sync.stderr();
+    assert!(log.contains("elasticsearch bulk failing") && log.contains("recovered"), "{log}");
+    p.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_message_is_dead_lettered_and_the_stream_goes_on() {
+    let (p, _listen, _sync) = running_shop().await;
+    let cfg = p.cfg();
+    let producer = mee_kafka::producer(&cfg.kafka).expect("producer");
+    producer
+        .send(
+            FutureRecord::to(&p.topic()).payload("{not json").key("shop.orders:1001"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+    p.sql("UPDATE orders SET status = 'after-garbage' WHERE id = 1001").await;
+    p.wait_docs(WAIT, "the change after the bad message", |d| {
+        d.get("1001").is_some_and(|d| d["status"] == "after-garbage")
+    });
+    let letters = read_dlq(&p, 1);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].kind, DeadLetterKind::UnreadableEvent);
+    assert_eq!(letters[0].message.as_deref(), Some("{not json"));
+    assert!(letters[0].source.as_deref().is_some_and(|s| s.starts_with(&p.topic())));
+    p.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_processes_share_the_partitions_through_a_rebalance() {
+    let (p, _listen, mut first) = running_shop().await;
+    let writer = {
+        let p2 = clone_pipeline(&p);
+        tokio::spawn(async move { workload(&p2, 17, 0, 300).await })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut second = p.spawn("sync", &[]);
+    second.wait_healthy(WAIT);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.kill();
+    writer.await.expect("workload");
+    converges(&p, Duration::from_secs(60)).await;
+    assert!(second.terminate(WAIT).success(), "{}", second.stderr());
+    p.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_while_changes_stream_swaps_without_failed_searches() {
+    let (p, _listen, _sync) = running_shop().await;
+    let writer = {
+        let p2 = clone_pipeline(&p);
+        tokio::spawn(async move { workload(&p2, 19, 0, 300).await })
+    };
+    // Search the alias all along: no failed and no empty answer.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let searcher = {
+        let (stop, url, alias) = (stop.clone(), p.env.es_url.clone(), p.alias.clone());
+        std::thread::spawn(move || {
+            let mut bad = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (status, body) =
+                    mee_test_support::es_request(&url, "GET", &format!("/{alias}/_search?size=0"), None);
+                let total = body["hits"]["total"]["value"].as_u64().unwrap_or(0);
+                if status != 200 || total == 0 {
+                    bad.push((status, body));
+                }
+                n += 1;
+            }
+            (n, bad)
+        })
+    };
+    let before = p.alias_targets();
+    let (status, log) = p.update(&[], Duration::from_secs(120));
+    assert!(status.success(), "{log}");
+    writer.await.expect("workload");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (searches, bad) = searcher.join().expect("searcher");
+    assert!(searches > 10, "only {searches} searches");
+    assert!(bad.is_empty(), "failed or empty searches during the swap: {bad:?}");
+    assert_ne!(p.alias_targets(), before, "the alias moved");
+    converges(&p, Duration::from_secs(60)).await;
+    p.drop().await;
+}
+
+/// A second handle on the same test world (for a background workload).
+fn clone_pipeline(p: &Pipeline) -> Pipeline {
+    Pipeline {
+        env: p.env.clone(),
+        db: mee_test_support::TestDatabase { name: p.db.name.clone() },
+        prefix: p.prefix.clone(),
+        task: p.task.clone(),
+        alias: p.alias.clone(),
+        toml: p.toml.clone(),
+        handler: p.handler.clone(),
+    }
+}
+
+fn read_dlq(p: &Pipeline, want: usize) -> Vec<DeadLetter> {
+    let cfg = p.cfg();
+    let mut c = mee_kafka::client_config(&cfg.kafka);
+    c.set("group.id", mee_test_support::unique_name("g"))
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = c.create().expect("consumer");
+    consumer.subscribe(&[&format!("{}.dlq", p.task)]).expect("subscribe");
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while out.len() < want && start.elapsed() < WAIT {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("message");
+            out.push(serde_json::from_slice(m.payload().expect("payload")).expect("letter"));
+        }
+    }
+    out
+}
