@@ -1,9 +1,9 @@
 //! Elasticsearch adapter: a client built from the app config (URL, basic or API-key
 //! auth, TLS, timeout), cluster checks, the bulk writer (versioned whole-document
-//! writes with retries, concurrency and rate limits: [`BulkWriter`]) and index and
-//! alias administration ([`create_index`], [`swap_alias`], ...), and reading documents
-//! back ([`mget`], [`IdScroll`]). Works with
-//! Elasticsearch 7/8/9 and OpenSearch through their common REST API.
+//! writes with retries, concurrency and rate limits: [`BulkWriter`]), index and alias
+//! administration ([`create_index`], [`swap_alias`], ...), and reading documents back
+//! ([`mget`], [`IdScroll`]). Works with Elasticsearch 7/8/9 and OpenSearch through their
+//! common REST API.
 
 mod admin;
 mod bulk;
@@ -20,7 +20,7 @@ pub use bulk::{BulkAction, BulkOp, BulkOutcome, BulkWriter, Rejected};
 pub use client::{ClusterInfo, client, cluster_info};
 pub use error::EsError;
 pub use index::check_index_body;
-pub use scan::{DocRef, IdHit, IdScroll, StoredDoc, mget};
 pub use mee_core::config::BulkConfig;
+pub use scan::{DocRef, IdHit, IdScroll, StoredDoc, mget};
 
 pub use elasticsearch;

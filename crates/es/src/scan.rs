@@ -244,10 +244,7 @@ impl IdScroll {
     }
 }
 
-async fn ok(
-    what: &str,
-    resp: Result<Response, elasticsearch::Error>,
-) -> Result<Response, EsError> {
+async fn ok(what: &str, resp: Result<Response, elasticsearch::Error>) -> Result<Response, EsError> {
     let resp = resp.map_err(|source| EsError::Request {
         what: what.to_string(),
         source,

@@ -47,9 +47,16 @@ async fn a_replay_from_the_start_changes_nothing() {
         assert!(start.elapsed() < WAIT, "replay not done: lag {}", lag.total);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(p.docs(&p.alias), before, "a replay leaves the index as it was");
+    assert_eq!(
+        p.docs(&p.alias),
+        before,
+        "a replay leaves the index as it was"
+    );
     let (_, metrics) = sync.get("/metrics").expect("metrics");
-    assert!(metrics.contains("outcome=\"conflict\""), "replayed writes are version conflicts:\n{metrics}");
+    assert!(
+        metrics.contains("outcome=\"conflict\""),
+        "replayed writes are version conflicts:\n{metrics}"
+    );
     p.drop().await;
 }
 
@@ -91,7 +98,10 @@ async fn elasticsearch_away_for_30_seconds_loses_nothing() {
     converges(&p, Duration::from_secs(60)).await;
     assert!(sync.terminate(WAIT).success(), "{}", sync.stderr());
     let log = sync.stderr();
-    assert!(log.contains("elasticsearch bulk failing") && log.contains("recovered"), "{log}");
+    assert!(
+        log.contains("elasticsearch bulk failing") && log.contains("recovered"),
+        "{log}"
+    );
     p.drop().await;
 }
 
@@ -102,21 +112,30 @@ async fn a_malformed_message_is_dead_lettered_and_the_stream_goes_on() {
     let producer = mee_kafka::producer(&cfg.kafka).expect("producer");
     producer
         .send(
-            FutureRecord::to(&p.topic()).payload("{not json").key("shop.orders:1001"),
+            FutureRecord::to(&p.topic())
+                .payload("{not json")
+                .key("shop.orders:1001"),
             Duration::from_secs(10),
         )
         .await
         .map_err(|(e, _)| e)
         .expect("produce");
-    p.sql("UPDATE orders SET status = 'after-garbage' WHERE id = 1001").await;
+    p.sql("UPDATE orders SET status = 'after-garbage' WHERE id = 1001")
+        .await;
     p.wait_docs(WAIT, "the change after the bad message", |d| {
-        d.get("1001").is_some_and(|d| d["status"] == "after-garbage")
+        d.get("1001")
+            .is_some_and(|d| d["status"] == "after-garbage")
     });
     let letters = read_dlq(&p, 1);
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].kind, DeadLetterKind::UnreadableEvent);
     assert_eq!(letters[0].message.as_deref(), Some("{not json"));
-    assert!(letters[0].source.as_deref().is_some_and(|s| s.starts_with(&p.topic())));
+    assert!(
+        letters[0]
+            .source
+            .as_deref()
+            .is_some_and(|s| s.starts_with(&p.topic()))
+    );
     p.drop().await;
 }
 
@@ -153,8 +172,12 @@ async fn a_rebuild_while_changes_stream_swaps_without_failed_searches() {
             let mut bad = Vec::new();
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let (status, body) =
-                    mee_test_support::es_request(&url, "GET", &format!("/{alias}/_search?size=0"), None);
+                let (status, body) = mee_test_support::es_request(
+                    &url,
+                    "GET",
+                    &format!("/{alias}/_search?size=0"),
+                    None,
+                );
                 let total = body["hits"]["total"]["value"].as_u64().unwrap_or(0);
                 if status != 200 || total == 0 {
                     bad.push((status, body));
@@ -171,7 +194,10 @@ async fn a_rebuild_while_changes_stream_swaps_without_failed_searches() {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (searches, bad) = searcher.join().expect("searcher");
     assert!(searches > 10, "only {searches} searches");
-    assert!(bad.is_empty(), "failed or empty searches during the swap: {bad:?}");
+    assert!(
+        bad.is_empty(),
+        "failed or empty searches during the swap: {bad:?}"
+    );
     assert_ne!(p.alias_targets(), before, "the alias moved");
     converges(&p, Duration::from_secs(60)).await;
     p.drop().await;
@@ -181,7 +207,9 @@ async fn a_rebuild_while_changes_stream_swaps_without_failed_searches() {
 fn clone_pipeline(p: &Pipeline) -> Pipeline {
     Pipeline {
         env: p.env.clone(),
-        db: mee_test_support::TestDatabase { name: p.db.name.clone() },
+        db: mee_test_support::TestDatabase {
+            name: p.db.name.clone(),
+        },
         prefix: p.prefix.clone(),
         task: p.task.clone(),
         alias: p.alias.clone(),
@@ -196,7 +224,9 @@ fn read_dlq(p: &Pipeline, want: usize) -> Vec<DeadLetter> {
     c.set("group.id", mee_test_support::unique_name("g"))
         .set("auto.offset.reset", "earliest");
     let consumer: BaseConsumer = c.create().expect("consumer");
-    consumer.subscribe(&[&format!("{}.dlq", p.task)]).expect("subscribe");
+    consumer
+        .subscribe(&[&format!("{}.dlq", p.task)])
+        .expect("subscribe");
     let mut out = Vec::new();
     let start = Instant::now();
     while out.len() < want && start.elapsed() < WAIT {

@@ -45,7 +45,10 @@ pub fn shop_change(rng: &mut Rng, i: u64) -> String {
         }
         2 => {
             let status = ["new", "paid", "shipped", "deleted"][rng.below(4) as usize];
-            format!("UPDATE orders SET status = '{status}' WHERE id = {}", pick_order(rng))
+            format!(
+                "UPDATE orders SET status = '{status}' WHERE id = {}",
+                pick_order(rng)
+            )
         }
         3 => format!(
             "UPDATE customers SET name = 'customer {}' WHERE id = {}",
@@ -77,7 +80,9 @@ pub fn shop_change(rng: &mut Rng, i: u64) -> String {
         ),
         _ => {
             let id = pick_order(rng);
-            format!("DELETE FROM order_items WHERE order_id = {id}; DELETE FROM orders WHERE id = {id}")
+            format!(
+                "DELETE FROM order_items WHERE order_id = {id}; DELETE FROM orders WHERE id = {id}"
+            )
         }
     }
 }

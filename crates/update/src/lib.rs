@@ -5,16 +5,19 @@
 //! (committed at the change topics' ends before the first row is read), recorded in
 //! Redis for `sync`. After the load it waits until `sync` has applied the changes made
 //! meanwhile, moves the alias in one request, and retires the old generation.
-//! `--check` only validates and preflights the handler.
+//! `--check` only validates and preflights the handler; `--verify [--repair]` compares
+//! the live index with MySQL (and rewrites the documents that drifted).
 
 mod check;
 mod load;
 mod metrics;
 mod progress;
 mod rebuild;
+mod verify;
 
 pub use load::REBUILD_VERSION;
 pub use rebuild::Options;
+pub use verify::VerifyOptions;
 
 use anyhow::Context;
 use clap::Parser;
@@ -40,7 +43,22 @@ use std::time::Duration;
         or --drop-unfinished to delete it. Only one update per task runs at a time.\n\n\
         With --check: validates the handler (every problem with file:line:col and key \
         path), then, when the servers answer, prepares every statement on MySQL and asks \
-        Elasticsearch to accept the index settings and mappings. Nothing is written."
+        Elasticsearch to accept the index settings and mappings. Nothing is written.\n\n\
+        With --verify: compares the task's live index with what the handler builds from \
+        MySQL now, page by page in primary-key order (memory stays bounded): documents \
+        missing from the index, documents that differ (the first few with a field-level \
+        diff), and documents without a master row (extra; found by inverting the \
+        `document_id` template, which works when it is made of primary-key columns with \
+        text between them, e.g. `%id` or `user_%id`). A difference is re-checked after \
+        waiting for the current lag (listen's position, then the generation's consumer \
+        group), so changes still in flight are not reported. Prints the totals; exits 0 \
+        when nothing drifted, 1 otherwise. Writes nothing, and runs beside `sync` and \
+        `update`.\n\n\
+        With --verify --repair: also writes the drifted documents again (the materialized \
+        document, or a delete for an extra one), versioned with MySQL's current binlog \
+        position so any newer change still wins. This also recovers dead-lettered \
+        documents once what Elasticsearch refused (e.g. the index mapping) is fixed. Exits \
+        0 when every drifted document was written (or a newer write was already there)."
 )]
 pub struct Cli {
     /// Handler YAML describing the index (Mee's format).
@@ -66,6 +84,21 @@ pub struct Cli {
     /// Build (and let `sync` keep current) without moving the alias; `--resume` swaps later.
     #[arg(long)]
     pub no_swap: bool,
+    /// Compare the live index with what the handler builds from MySQL now; report
+    /// missing, extra and different documents. Exits 1 when documents drifted.
+    #[arg(
+        long,
+        conflicts_with_all = ["check", "resume", "drop_unfinished", "no_wait", "no_swap"]
+    )]
+    pub verify: bool,
+    /// With --verify: write the drifted documents again (versioned by MySQL's binlog
+    /// position now, so newer changes still win).
+    #[arg(long, requires = "verify")]
+    pub repair: bool,
+    /// With --verify: how long to wait for `listen` and `sync` to apply changes in flight
+    /// before re-checking the documents that differed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub recheck_timeout: u64,
     /// App config file (TOML); MEE__<SECTION>__<KEY> environment variables override it.
     #[arg(long, env = "MEE_CONFIG", default_value = "conf/app.toml")]
     pub config: PathBuf,
@@ -85,6 +118,13 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
         return Ok(());
     }
     let task = cli.task.clone().unwrap_or_default();
+    if cli.verify {
+        let opts = VerifyOptions {
+            repair: cli.repair,
+            recheck_timeout: Duration::from_secs(cli.recheck_timeout),
+        };
+        return verify::run(&cli.handler, &task, &cfg, opts).await;
+    }
     // The same checks as --check; unreachable servers are waited for below.
     for line in check::check(&cli.handler, &cfg).await? {
         tracing::info!("{line}");
@@ -214,5 +254,18 @@ mod tests {
         assert!(Cli::try_parse_from(["update", "-n", "orders"]).is_err());
         assert!(Cli::try_parse_from(["update", "-c", "h.yml"]).is_err());
         assert!(Cli::try_parse_from(["update", "-c", "h.yml", "--check"]).is_ok());
+    }
+
+    #[test]
+    fn repair_needs_verify_and_verify_needs_a_task() {
+        let base = ["update", "-c", "h.yml", "-n", "t"];
+        let with = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
+        assert!(with(&["--verify", "--repair"]).is_ok());
+        assert!(with(&["--repair"]).is_err());
+        assert!(with(&["--verify", "--resume"]).is_err());
+        assert!(with(&["--verify", "--check"]).is_err());
+        assert!(Cli::try_parse_from(["update", "-c", "h.yml", "--verify"]).is_err());
+        let cli = with(&["--verify", "--recheck-timeout", "5"]).expect("valid");
+        assert!(cli.verify && !cli.repair && cli.recheck_timeout == 5);
     }
 }

@@ -44,14 +44,20 @@ pub async fn start(p: &Pipeline) -> (ServiceProcess, ServiceProcess) {
 
 /// Every document the materializer builds from MySQL now, `_id` → source.
 pub async fn expected(p: &Pipeline) -> BTreeMap<String, Value> {
-    let handler = Handler::parse("h.yml", &std::fs::read_to_string(&p.handler).expect("handler"))
-        .expect("handler");
+    let handler = Handler::parse(
+        "h.yml",
+        &std::fs::read_to_string(&p.handler).expect("handler"),
+    )
+    .expect("handler");
     let source = MySqlSource::new(&p.cfg(), ["shop"]).expect("pools");
     let m = Materializer::new(&handler);
     let mut docs = BTreeMap::new();
     let mut after = None;
     loop {
-        let page = m.page(&source, after.as_deref(), 1000).await.expect("materialize");
+        let page = m
+            .page(&source, after.as_deref(), 1000)
+            .await
+            .expect("materialize");
         for d in page.documents {
             docs.insert(d.id.clone(), d.source_value());
         }
@@ -67,7 +73,11 @@ pub async fn expected(p: &Pipeline) -> BTreeMap<String, Value> {
 /// The alias's documents once they equal the materializer's (panics with both after `timeout`).
 pub async fn converges(p: &Pipeline, timeout: Duration) {
     let want = expected(p).await;
-    p.wait_docs(timeout, "the index equals the materializer's documents", |d| *d == want);
+    p.wait_docs(
+        timeout,
+        "the index equals the materializer's documents",
+        |d| *d == want,
+    );
 }
 
 /// The task's generations in Redis.

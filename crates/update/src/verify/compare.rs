@@ -72,15 +72,21 @@ fn same_number(x: &Number, y: &Number) -> bool {
     }
 }
 
-/// The fields where `es` differs from `mysql`, depth first in `mysql`'s field order
-/// (then fields only `es` has), at most `max`.
+/// The fields where `es` differs from `mysql`, depth first by field name (fields only
+/// `es` has come last), at most `max`.
 pub fn diff(es: &Value, mysql: &Value, max: usize) -> Vec<FieldDiff> {
     let mut out = Vec::new();
     walk("", Some(es), Some(mysql), max, &mut out);
     out
 }
 
-fn walk(path: &str, es: Option<&Value>, mysql: Option<&Value>, max: usize, out: &mut Vec<FieldDiff>) {
+fn walk(
+    path: &str,
+    es: Option<&Value>,
+    mysql: Option<&Value>,
+    max: usize,
+    out: &mut Vec<FieldDiff>,
+) {
     if out.len() >= max {
         return;
     }
@@ -143,13 +149,16 @@ mod tests {
     fn diffs_name_nested_paths_and_absent_fields() {
         let es = json!({"status": "paid", "items": [{"q": 1}, {"q": 2}], "old": true});
         let mysql = json!({"status": "new", "items": [{"q": 1}, {"q": 3}, {"q": 4}], "x": null});
-        let d: Vec<String> = diff(&es, &mysql, 10).iter().map(ToString::to_string).collect();
+        let d: Vec<String> = diff(&es, &mysql, 10)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             d,
             [
-                r#"status: es="paid" mysql="new""#,
                 "items[1].q: es=2 mysql=3",
                 r#"items[2]: es=<absent> mysql={"q":4}"#,
+                r#"status: es="paid" mysql="new""#,
                 "x: es=<absent> mysql=null",
                 "old: es=true mysql=<absent>",
             ]
@@ -169,6 +178,9 @@ mod tests {
             mysql: None,
         };
         let s = d.to_string();
-        assert!(s.len() < 200 && s.contains("...") && s.ends_with("mysql=<absent>"), "{s}");
+        assert!(
+            s.len() < 200 && s.contains("...") && s.ends_with("mysql=<absent>"),
+            "{s}"
+        );
     }
 }
