@@ -89,6 +89,7 @@ pub enum TlsMode {
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port`.
+    #[serde(deserialize_with = "list_or_comma_text")]
     pub brokers: Vec<String>,
     /// Change topic name; `{database}` is replaced by the logical database name.
     #[serde(default = "default_topic_pattern")]
@@ -242,6 +243,25 @@ fn default_mysql_port() -> u16 {
 fn default_connect_timeout_ms() -> u64 {
     5_000
 }
+/// A list, or text with comma-separated items (how an environment override gives it).
+fn list_or_comma_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match ListOrText::deserialize(d)? {
+        ListOrText::List(l) => l,
+        ListOrText::Text(t) => t
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
 fn default_topic_pattern() -> String {
     "mee.{database}".into()
 }
@@ -349,9 +369,8 @@ impl AppConfig {
         let environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true)
-            .list_separator(",")
-            .with_list_parse_key("kafka.brokers")
+            // Values stay text (a password `00123` must not become 123); serde turns
+            // text into numbers and booleans where a field wants them.
             .source(env);
         let raw = config::Config::builder()
             .add_source(file)

@@ -26,8 +26,8 @@ pub enum ListenError {
     Source(Vec<String>),
     #[error(
         "the saved position {position} is gone from the source (binlog purged; it has {oldest} onwards). \
-         Changes since then are lost to listen: run `update` for every task on this database, \
-         then start `listen --from now`"
+         Changes since then are lost to listen: start `listen --from now`, then run `update` \
+         for every task on this database (in that order, so no change is missed)"
     )]
     Purged { position: String, oldest: String },
 }

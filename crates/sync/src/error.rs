@@ -18,6 +18,14 @@ pub enum SyncError {
     #[error("generation {generation}: its handler copy does not parse:\n{message}")]
     Handler { generation: String, message: String },
     #[error(
+        "generation {generation}: sync cannot follow changes of these items (finding documents \
+         by `query` in Elasticsearch is not supported yet):\n  - {}", items.join("\n  - ")
+    )]
+    Untraceable {
+        generation: String,
+        items: Vec<String>,
+    },
+    #[error(
         "task `{task}` has no generation: run `update -c <handler.yml> -n {task}` first to build its index"
     )]
     NoGeneration { task: String },
@@ -31,7 +39,9 @@ impl Transient for SyncError {
             SyncError::Es(e) => e.is_transient(),
             SyncError::Kafka(e) => e.is_transient(),
             SyncError::Redis(e) => e.is_transient(),
-            SyncError::Handler { .. } | SyncError::NoGeneration { .. } => false,
+            SyncError::Handler { .. }
+            | SyncError::Untraceable { .. }
+            | SyncError::NoGeneration { .. } => false,
         }
     }
 }

@@ -119,6 +119,9 @@ pub(crate) struct Shared {
     pub dlq: mee_kafka::DeadLetterQueue,
 }
 
+/// How long a generation whose consumer failed definitely waits before a new attempt.
+const RESTART_AFTER: Duration = Duration::from_secs(30);
+
 /// Run one consumer per active generation of `task`, following Redis until shutdown.
 async fn supervise(
     svc: &Service,
@@ -129,6 +132,9 @@ async fn supervise(
     let poll = Duration::from_millis(shared.cfg.sync.generations_poll_ms);
     let mut running: HashMap<String, (CancellationToken, JoinHandle<Result<(), SyncError>>)> =
         HashMap::new();
+    // Generations whose consumer stopped on a definite error, and when: restarted
+    // after RESTART_AFTER, not at every poll.
+    let mut failed: HashMap<String, std::time::Instant> = HashMap::new();
     let mut first = true;
     let mut redis_down = false;
     loop {
@@ -160,7 +166,11 @@ async fn supervise(
                     false
                 });
                 for g in active {
-                    if running.contains_key(&g.id) {
+                    if running.contains_key(&g.id)
+                        || failed
+                            .get(&g.id)
+                            .is_some_and(|t| t.elapsed() < RESTART_AFTER)
+                    {
                         continue;
                     }
                     let stop = svc.shutdown.child_token();
@@ -189,8 +199,14 @@ async fn supervise(
                 match handle.await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
-                        tracing::error!(generation = %id, error = %e, "consumer stopped; restarting it");
+                        tracing::error!(
+                            generation = %id,
+                            error = %e,
+                            "consumer stopped; restarting it in {} s",
+                            RESTART_AFTER.as_secs()
+                        );
                         svc.health.set_unhealthy(format!("generation {id}: {e}"));
+                        failed.insert(id, std::time::Instant::now());
                     }
                     Err(e) => tracing::error!(generation = %id, error = %e, "consumer panicked"),
                 }

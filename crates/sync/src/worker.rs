@@ -14,6 +14,7 @@ use mee_mysql::MySqlSource;
 use mee_telemetry::{CancellationToken, retry_transient};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Consume for `generation` until `stop` fires (then finish the batch in hand within
@@ -34,13 +35,9 @@ pub async fn run(
     let untraceable = materializer.untraceable();
     if !untraceable.is_empty() {
         // Writing only some changes would leave documents silently stale.
-        return Err(SyncError::Handler {
+        return Err(SyncError::Untraceable {
             generation: generation.id.clone(),
-            message: format!(
-                "sync cannot follow changes of these items (looking documents up in \
-                 Elasticsearch by `query` is not supported yet):\n  - {}",
-                untraceable.join("\n  - ")
-            ),
+            items: untraceable,
         });
     }
     let databases: Vec<&str> = handler
@@ -74,9 +71,19 @@ pub async fn run(
         topics = %generation.topics.join(","),
         "consuming"
     );
-    let lag_task = tokio::spawn(watch_lag(shared.clone(), generation.clone(), stop.clone()));
-    let result = consume(&shared, &applier, &consumer, &labels, &stop).await;
+    let applied_ms = Arc::new(AtomicU64::new(0));
+    let lag_task = tokio::spawn(watch_lag(
+        shared.clone(),
+        generation.clone(),
+        applied_ms.clone(),
+        stop.clone(),
+    ));
+    let result = consume(&shared, &applier, &consumer, &labels, &applied_ms, &stop).await;
     lag_task.abort();
+    // A stopped generation's gauges would otherwise show their last value forever.
+    let m = &shared.metrics;
+    let _ = m.lag_seconds.remove_label_values(&labels);
+    let _ = m.consumer_lag.remove_label_values(&labels);
     // Leave the group now, so its partitions move to another process at once.
     consumer.unsubscribe();
     source.close().await;
@@ -88,6 +95,7 @@ async fn consume(
     applier: &Applier<'_>,
     consumer: &Arc<StreamConsumer>,
     labels: &[&str; 2],
+    applied_ms: &AtomicU64,
     stop: &CancellationToken,
 ) -> Result<(), SyncError> {
     let m = &shared.metrics;
@@ -136,6 +144,9 @@ async fn consume(
         };
         commit(shared, consumer, &batch).await?;
         record(shared, labels, batch.len(), &report);
+        if let Some(ts) = report.newest_commit_ms {
+            applied_ms.fetch_max(ts, Ordering::Relaxed);
+        }
     }
 }
 
@@ -254,9 +265,17 @@ fn record(shared: &Shared, labels: &[&str; 2], events: usize, r: &BatchReport) {
     }
 }
 
-/// Keep the consumer-lag gauge current (committed offsets against the topics' ends).
-async fn watch_lag(shared: Arc<Shared>, generation: Generation, stop: CancellationToken) {
+/// Keep the consumer-lag gauge current (committed offsets against the topics' ends),
+/// and the replication lag true while batches are stuck: with messages waiting it is
+/// now minus the commit time of the last applied event, with none it is 0.
+async fn watch_lag(
+    shared: Arc<Shared>,
+    generation: Generation,
+    applied_ms: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
     let labels = [generation.task.as_str(), generation.id.as_str()];
+    let m = &shared.metrics;
     loop {
         match mee_kafka::group_lag(
             &shared.cfg.kafka,
@@ -266,11 +285,18 @@ async fn watch_lag(shared: Arc<Shared>, generation: Generation, stop: Cancellati
         )
         .await
         {
-            Ok(lag) => shared
-                .metrics
-                .consumer_lag
-                .with_label_values(&labels)
-                .set(lag.total as i64),
+            Ok(lag) => {
+                m.consumer_lag
+                    .with_label_values(&labels)
+                    .set(lag.total as i64);
+                let applied = applied_ms.load(Ordering::Relaxed);
+                if lag.total == 0 {
+                    m.lag_seconds.with_label_values(&labels).set(0.0);
+                } else if applied > 0 {
+                    let secs = now_ms().saturating_sub(applied) as f64 / 1000.0;
+                    m.lag_seconds.with_label_values(&labels).set(secs);
+                }
+            }
             Err(e) => tracing::debug!(error = %e, "consumer lag not available"),
         }
         tokio::select! {

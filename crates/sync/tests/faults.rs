@@ -237,3 +237,31 @@ fn read_dlq(p: &Pipeline, want: usize) -> Vec<DeadLetter> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_an_unfinished_generation_while_sync_runs_leaves_no_index_behind() {
+    let (p, _listen, _sync) = running_shop().await;
+    let (status, log) = p.update(&["--no-swap"], Duration::from_secs(60));
+    assert!(status.success(), "{log}");
+    let pending = generations(&p).await.last().cloned().expect("generation");
+    // Changes keep coming while it is dropped: sync writes into it until it stops.
+    let writer = {
+        let p2 = clone_pipeline(&p);
+        tokio::spawn(async move { workload(&p2, 23, 0, 150).await })
+    };
+    let (status, log) = p.update(
+        &["--drop-unfinished", "--no-swap"],
+        Duration::from_secs(120),
+    );
+    assert!(status.success(), "{log}");
+    writer.await.expect("workload");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        p.es("HEAD", &format!("/{}", pending.index), None).0,
+        404,
+        "the dropped index stays gone"
+    );
+    assert!(!generations(&p).await.iter().any(|g| g.id == pending.id));
+    converges(&p, Duration::from_secs(60)).await;
+    p.drop().await;
+}

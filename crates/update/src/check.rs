@@ -20,6 +20,17 @@ pub async fn check(handler_path: &Path, cfg: &AppConfig) -> anyhow::Result<Vec<S
         handler.all_items().len()
     )];
 
+    // `sync` must be able to trace every item's changes to the documents.
+    let untraceable = mee_core::materialize::Materializer::new(&handler).untraceable();
+    if !untraceable.is_empty() {
+        bail!(problem_list(
+            &untraceable
+                .iter()
+                .map(|u| format!("{u} (sync would refuse it; finding documents by `query` in Elasticsearch is not supported yet)"))
+                .collect::<Vec<_>>()
+        ));
+    }
+
     let databases: BTreeSet<&str> = handler
         .all_items()
         .iter()

@@ -4,9 +4,9 @@
 use crate::load::Load;
 use crate::metrics::Metrics;
 use anyhow::{Context, bail};
-use mee_core::AppConfig;
 use mee_core::generation::{Generation, GenerationState, millis};
 use mee_core::handler::Handler;
+use mee_core::{AppConfig, Transient};
 use mee_es::elasticsearch::Elasticsearch;
 use mee_kafka::DeadLetterQueue;
 use mee_mysql::MySqlSource;
@@ -327,10 +327,40 @@ impl Rebuild<'_> {
         Ok(())
     }
 
-    /// Delete a generation's index and consumer group, then its record.
+    /// Delete a generation's index and consumer group, then its record. An active
+    /// generation is retired first, and `sync` given time to stop its consumer, so no
+    /// late write re-creates the deleted index.
     async fn drop_generation(&mut self, g: &Generation) -> anyhow::Result<()> {
+        if g.state.is_active() {
+            let mut retired = g.clone();
+            retired
+                .set_state(GenerationState::Retired, now())
+                .map_err(anyhow::Error::msg)?;
+            self.store.put(&retired).await?;
+            let settle = 2 * self.cfg.sync.generations_poll_ms + 1000;
+            tracing::info!(generation = %g.id, wait_ms = settle, "retired; waiting for sync to stop its consumer");
+            tokio::time::sleep(Duration::from_millis(settle)).await;
+        }
+        // The group first: while a consumer is still in it (Kafka says the group is
+        // not empty), nothing is deleted yet and the index cannot come back.
+        let started = Instant::now();
+        loop {
+            match mee_kafka::delete_group(&self.cfg.kafka, &g.group, KAFKA_TIMEOUT).await {
+                Ok(()) => break,
+                Err(e) if e.is_transient() && started.elapsed() < Duration::from_secs(60) => {
+                    tracing::info!(group = %g.group, error = %e, "waiting for the consumer group to empty");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "deleting consumer group {} of generation {}: is a `sync -n {}` still \
+                         consuming it? The generation is retired and kept; run again later",
+                        g.group, g.id, self.task
+                    )));
+                }
+            }
+        }
         mee_es::delete_index(self.es, &g.index).await?;
-        mee_kafka::delete_group(&self.cfg.kafka, &g.group, KAFKA_TIMEOUT).await?;
         self.store.remove(self.task, &g.id).await?;
         Ok(())
     }

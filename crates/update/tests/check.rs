@@ -117,3 +117,30 @@ async fn mappings_elasticsearch_refuses_are_reported() {
     assert!(stderr.contains("not_a_type"), "{stderr}");
     db.drop(&env).await;
 }
+
+#[test]
+fn an_item_sync_cannot_trace_is_refused() {
+    let env = StackEnv::load();
+    let handler = r#"
+idx:
+  order:
+    - key: m
+      database: shop
+      table: orders
+      document_id: "%id"
+      statement: "select * from orders"
+      mapping: [id]
+    - key: site
+      database: shop
+      table: customers
+      statement: "select * from customers where name = 'Ann'"
+      mapping: [email]
+"#;
+    let out = check(&env, "mysql", handler);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("item `site` (shop.customers)") && err.contains("sync would refuse it"),
+        "{err}"
+    );
+}

@@ -130,7 +130,12 @@ fn environment_overrides_the_file() {
         ),
         (
             "MEE__MYSQL__SHOP__PASSWORD".to_string(),
-            "12345".to_string(),
+            "0012345".to_string(),
+        ),
+        ("MEE__MYSQL__SHOP__PORT".to_string(), "3307".to_string()),
+        (
+            "MEE__ELASTICSEARCH__TLS__INSECURE_SKIP_VERIFY".to_string(),
+            "true".to_string(),
         ),
         ("MEE__TELEMETRY__LOG_FORMAT".to_string(), "json".to_string()),
         // Single-underscore names are not ours and must not be read as keys.
@@ -138,7 +143,10 @@ fn environment_overrides_the_file() {
     ]);
     let cfg = AppConfig::from_toml_str(MINIMAL, env).expect("valid");
     assert_eq!(cfg.kafka.brokers, vec!["k1:9092", "k2:9092"]);
-    assert_eq!(cfg.mysql["shop"].password.expose(), "12345");
+    // Text stays text, even when it looks like a number.
+    assert_eq!(cfg.mysql["shop"].password.expose(), "0012345");
+    assert_eq!(cfg.mysql["shop"].port, 3307);
+    assert!(cfg.elasticsearch.tls.insecure_skip_verify);
     assert_eq!(cfg.telemetry.log_format, LogFormat::Json);
 }
 
