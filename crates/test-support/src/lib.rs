@@ -8,7 +8,7 @@ mod pipeline;
 mod process;
 mod proxy;
 pub mod workload;
-pub use pipeline::{Pipeline, es_request, service_bin};
+pub use pipeline::{Pipeline, VerifyRun, es_request, service_bin};
 pub use process::ServiceProcess;
 pub use proxy::TcpProxy;
 

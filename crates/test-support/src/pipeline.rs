@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::ExitStatus;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
@@ -185,6 +185,16 @@ impl Pipeline {
         es_request(&self.env.es_url, method, path, body)
     }
 
+    /// Start `update -c <handler> -n <task> --verify --recheck-timeout 30 <extra>`.
+    pub fn start_verify(&self, extra: &[&str]) -> VerifyRun {
+        VerifyRun::start(self, extra)
+    }
+
+    /// Run `update --verify <extra>` to completion: exit status, stdout, stderr.
+    pub fn verify(&self, extra: &[&str], timeout: Duration) -> (ExitStatus, String, String) {
+        self.start_verify(extra).finish(timeout)
+    }
+
     pub async fn drop(self) {
         let _ = std::fs::remove_file(&self.handler);
         self.db.drop(&self.env).await;
@@ -242,4 +252,70 @@ pub fn es_request(base: &str, method: &str, path: &str, body: Option<&Value>) ->
         status,
         serde_json::from_str(&payload).unwrap_or(Value::Null),
     )
+}
+
+/// `update -c <handler> -n <task> --verify <extra>` with its own config file, stdout
+/// and stderr in files (so a test can watch the log while it runs).
+#[derive(Debug)]
+pub struct VerifyRun {
+    child: Child,
+    files: [PathBuf; 3],
+}
+
+impl VerifyRun {
+    fn start(p: &Pipeline, extra: &[&str]) -> Self {
+        let name = unique_name("verify");
+        let dir = std::env::temp_dir();
+        let files = [
+            dir.join(format!("{name}.toml")),
+            dir.join(format!("{name}.out")),
+            dir.join(format!("{name}.err")),
+        ];
+        std::fs::write(&files[0], &p.toml).expect("config");
+        let handler = p.handler.display().to_string();
+        let child = Command::new(service_bin("update"))
+            .args(["-c", &handler, "-n", &p.task, "--verify", "--config"])
+            .arg(&files[0])
+            .args(["--recheck-timeout", "30"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&files[1]).expect("stdout file"))
+            .stderr(std::fs::File::create(&files[2]).expect("stderr file"))
+            .spawn()
+            .expect("start update --verify");
+        Self { child, files }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.files[2]).unwrap_or_default()
+    }
+
+    /// Exit status, stdout, stderr.
+    pub fn finish(mut self, timeout: Duration) -> (ExitStatus, String, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                break s;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "--verify still running after {timeout:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = std::fs::read_to_string(&self.files[1]).unwrap_or_default();
+        (status, out, self.stderr())
+    }
+}
+
+impl Drop for VerifyRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
 }

@@ -103,6 +103,11 @@ impl ServiceProcess {
         }
     }
 
+    /// The exit status, if the process has ended.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
     /// SIGKILL (`kill -9`): no chance to flush or save anything.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

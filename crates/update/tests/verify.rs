@@ -2,11 +2,10 @@
 //! drift made directly in Elasticsearch, dead-lettered documents, and a change still in
 //! flight while `sync` is stopped.
 
-use mee_test_support::{Pipeline, service_bin, unique_name, workspace_root};
+use mee_test_support::{Pipeline, workspace_root};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 const MIN: Duration = Duration::from_secs(60);
@@ -38,73 +37,8 @@ fn golden() -> BTreeMap<String, Value> {
         .collect()
 }
 
-/// `update -c <handler> -n <task> --verify <extra>` with its own config file, stdout
-/// and stderr in files (so a test can watch the log while it runs).
-struct VerifyRun {
-    child: Child,
-    files: [PathBuf; 3],
-}
-
-impl VerifyRun {
-    fn start(p: &Pipeline, extra: &[&str]) -> Self {
-        let name = unique_name("verify");
-        let dir = std::env::temp_dir();
-        let files = [
-            dir.join(format!("{name}.toml")),
-            dir.join(format!("{name}.out")),
-            dir.join(format!("{name}.err")),
-        ];
-        std::fs::write(&files[0], &p.toml).expect("config");
-        let handler = p.handler.display().to_string();
-        let child = Command::new(service_bin("update"))
-            .args(["-c", &handler, "-n", &p.task, "--verify", "--config"])
-            .arg(&files[0])
-            .args(["--recheck-timeout", "30"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&files[1]).expect("stdout file"))
-            .stderr(std::fs::File::create(&files[2]).expect("stderr file"))
-            .spawn()
-            .expect("start update --verify");
-        Self { child, files }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.files[2]).unwrap_or_default()
-    }
-
-    /// Exit status, stdout, stderr.
-    fn finish(mut self, timeout: Duration) -> (ExitStatus, String, String) {
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = self.child.try_wait().expect("try_wait") {
-                break s;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "--verify still running after {timeout:?}:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let out = std::fs::read_to_string(&self.files[1]).unwrap_or_default();
-        (status, out, self.stderr())
-    }
-}
-
-impl Drop for VerifyRun {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for f in &self.files {
-            let _ = std::fs::remove_file(f);
-        }
-    }
-}
-
 fn verify(p: &Pipeline, extra: &[&str]) -> (ExitStatus, String, String) {
-    VerifyRun::start(p, extra).finish(MIN)
+    p.verify(extra, MIN)
 }
 
 /// The index the alias points at.
@@ -260,7 +194,7 @@ async fn a_change_still_in_flight_is_not_drift() {
     assert!(sync.terminate(MIN).success(), "{}", sync.stderr());
     p.sql("UPDATE orders SET status = 'shipped' WHERE id = 1002")
         .await;
-    let run = VerifyRun::start(&p, &[]);
+    let run = p.start_verify(&[]);
     let start = Instant::now();
     while !run.stderr().contains("waiting for listen and sync") {
         assert!(

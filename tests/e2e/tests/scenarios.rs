@@ -1,0 +1,220 @@
+//! End-to-end scenarios: a steady stream; a rebuild under load with searches running;
+//! kill -9 of each service at random moments; two `sync` processes with one killed.
+//! Each ends with `update --verify` finding no drift.
+
+use mee_test_support::workload::{Rng, shop_change};
+use mee_test_support::{Pipeline, ServiceProcess, workspace_root};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(workspace_root().join(path)).expect(path)
+}
+
+/// Changes per scenario: a CI-sized default, ten times more with `MEE_E2E_LONG=1`.
+fn changes() -> u64 {
+    if std::env::var("MEE_E2E_LONG").is_ok_and(|v| v == "1") {
+        3000
+    } else {
+        300
+    }
+}
+
+fn seed(test: &str) -> u64 {
+    let seed = std::env::var("MEE_E2E_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("{test}: MEE_E2E_SEED={seed}");
+    seed
+}
+
+/// The shop fixture plus `extra_orders` generated orders (so a load takes a while).
+async fn shop(extra_orders: u64) -> Pipeline {
+    let p = Pipeline::new(
+        &read("crates/mysql/tests/fixtures/shop.sql"),
+        &read("conf/handlers/orders.yml"),
+        "orders",
+    )
+    .await;
+    if extra_orders > 0 {
+        p.sql(&format!(
+            "INSERT INTO orders (id, customer_id, status, total, created_at) \
+             SELECT 10000 + seq, 1 + seq % 2, 'paid', seq % 1000, '2024-01-01 00:00:00' \
+             FROM seq_1_to_{extra_orders}"
+        ))
+        .await;
+    }
+    p
+}
+
+fn up(p: &Pipeline, service: &str, extra: &[&str]) -> ServiceProcess {
+    let mut s = p.spawn(service, extra);
+    s.wait_healthy(WAIT);
+    s
+}
+
+/// listen, the first generation, sync.
+async fn running(p: &Pipeline) -> (ServiceProcess, ServiceProcess) {
+    let listen = up(p, "listen", &[]);
+    let (status, log) = p.update(&[], Duration::from_secs(120));
+    assert!(status.success(), "{log}");
+    (listen, up(p, "sync", &[]))
+}
+
+/// A handle on the same world for a background task (it does not own the database).
+fn handle(p: &Pipeline) -> Pipeline {
+    Pipeline {
+        env: p.env.clone(),
+        db: mee_test_support::TestDatabase {
+            name: p.db.name.clone(),
+        },
+        prefix: p.prefix.clone(),
+        task: p.task.clone(),
+        alias: p.alias.clone(),
+        toml: p.toml.clone(),
+        handler: p.handler.clone(),
+    }
+}
+
+/// `n` random changes in the background.
+fn workload(p: &Pipeline, seed: u64, n: u64) -> tokio::task::JoinHandle<()> {
+    let p = handle(p);
+    tokio::spawn(async move {
+        let mut rng = Rng::new(seed);
+        for i in 0..n {
+            p.sql(&shop_change(&mut rng, i)).await;
+        }
+    })
+}
+
+/// `update --verify` finds nothing missing, extra or different.
+fn verify_clean(p: &Pipeline) {
+    let (status, out, err) = p.verify(&[], Duration::from_secs(180));
+    assert!(
+        status.success() && out.contains(": 0 missing, 0 extra, 0 different"),
+        "verify found drift:\n{out}\n{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_steady_stream_verifies_clean() {
+    let p = shop(0).await;
+    let (_listen, _sync) = running(&p).await;
+    workload(&p, seed("steady"), changes())
+        .await
+        .expect("workload");
+    verify_clean(&p);
+    p.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_under_load_has_no_failed_search_and_verifies_clean() {
+    let p = shop(5000).await;
+    let (_listen, _sync) = running(&p).await;
+    let writer = workload(&p, seed("rebuild"), changes());
+    let stop = Arc::new(AtomicBool::new(false));
+    let searcher = {
+        let (stop, url, alias) = (stop.clone(), p.env.es_url.clone(), p.alias.clone());
+        std::thread::spawn(move || {
+            let (mut n, mut bad) = (0u64, Vec::new());
+            while !stop.load(Ordering::SeqCst) {
+                let (status, body) = mee_test_support::es_request(
+                    &url,
+                    "GET",
+                    &format!("/{alias}/_search?size=1"),
+                    None,
+                );
+                if status != 200 || body["hits"]["total"]["value"].as_u64().unwrap_or(0) == 0 {
+                    bad.push((status, body));
+                }
+                n += 1;
+            }
+            (n, bad)
+        })
+    };
+    let before = p.alias_targets();
+    let (status, log) = p.update(&[], Duration::from_secs(180));
+    assert!(status.success(), "{log}");
+    writer.await.expect("workload");
+    stop.store(true, Ordering::SeqCst);
+    let (searches, bad) = searcher.join().expect("searcher");
+    assert!(searches > 10, "only {searches} searches ran");
+    assert!(
+        bad.is_empty(),
+        "{} of {searches} searches failed or were empty: {:?}",
+        bad.len(),
+        bad.first()
+    );
+    assert_ne!(
+        p.alias_targets(),
+        before,
+        "the alias moved to the new generation"
+    );
+    verify_clean(&p);
+    p.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_each_service_at_random_moments_verifies_clean() {
+    let p = shop(20_000).await;
+    let p = Pipeline {
+        toml: format!("{}[update]\npage_size = 100\nlock_ttl_ms = 2000\n", p.toml),
+        ..p
+    };
+    let (mut listen, mut sync) = running(&p).await;
+    let s = seed("kill");
+    let mut rng = Rng::new(s);
+    let writer = workload(&p, s, changes());
+
+    tokio::time::sleep(Duration::from_millis(200 + rng.below(1500))).await;
+    listen.kill();
+    tokio::time::sleep(Duration::from_millis(rng.below(1000))).await;
+    let _listen = up(&p, "listen", &[]);
+
+    tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
+    sync.kill();
+    tokio::time::sleep(Duration::from_millis(rng.below(1000))).await;
+    let _sync = up(&p, "sync", &[]);
+
+    // A rebuild killed during its load, then resumed.
+    let mut update = p.spawn("update", &[]);
+    let start = Instant::now();
+    let kill_after = 200 + rng.below(2000);
+    while start.elapsed() < Duration::from_millis(kill_after) {
+        if update.try_exit().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    update.kill();
+    tokio::time::sleep(Duration::from_millis(2500)).await; // its lock expires
+    let (status, log) = p.update(&["--resume"], Duration::from_secs(180));
+    assert!(status.success(), "{log}");
+
+    writer.await.expect("workload");
+    verify_clean(&p);
+    p.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_syncs_one_killed_midway_verifies_clean() {
+    let p = shop(0).await;
+    let (_listen, mut first) = running(&p).await;
+    let s = seed("two-syncs");
+    let mut rng = Rng::new(s);
+    let writer = workload(&p, s, changes());
+    let _second = up(&p, "sync", &[]);
+    tokio::time::sleep(Duration::from_millis(500 + rng.below(2000))).await;
+    first.kill();
+    writer.await.expect("workload");
+    verify_clean(&p);
+    p.drop().await;
+}
