@@ -15,7 +15,9 @@ pub fn init_tracing(cfg: &TelemetryConfig) -> Result<(), TelemetryError> {
     })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     // try_init: a second call (tests) keeps the first subscriber.
     let _ = match cfg.log_format {
         LogFormat::Text => builder.try_init(),
