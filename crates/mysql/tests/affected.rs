@@ -168,3 +168,37 @@ idx:
         problems[0]
     );
 }
+
+#[test]
+fn only_a_lone_master_row_with_select_star_and_no_condition_is_image_only() {
+    let handler = |statement: &str, extra_item: bool| {
+        let mut yaml = format!(
+            "idx:\n  order:\n    - key: m\n      database: shop\n      table: products\n      \
+             document_id: \"%id\"\n      statement: \"{statement}\"\n      mapping: [id, title]\n"
+        );
+        if extra_item {
+            yaml.push_str(
+                "    - key: c\n      database: shop\n      table: categories\n      \
+                 statement: \"select name from categories where id = %__master.category_id\"\n      \
+                 mapping: [name]\n",
+            );
+        }
+        Handler::parse("h.yml", &yaml).expect("handler")
+    };
+    let image_only = |h: &Handler| Materializer::new(h).image_only();
+    assert!(image_only(&handler("select * from products", false)));
+    assert!(image_only(&handler(
+        "select * from products where id > %__last.id:(0)",
+        false
+    )));
+    // MySQL must decide: a condition, chosen columns, or another item.
+    assert!(!image_only(&handler(
+        "select * from products where title <> 'x'",
+        false
+    )));
+    assert!(!image_only(&handler(
+        "select id, title from products",
+        false
+    )));
+    assert!(!image_only(&handler("select * from products", true)));
+}

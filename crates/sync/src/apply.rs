@@ -163,6 +163,9 @@ impl Applier<'_> {
         if changes.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(ops) = self.image_operations(changes) {
+            return Ok(ops);
+        }
         let (affected, _) = self.materializer.affected(self.source, changes).await?;
         if affected.is_empty() {
             return Ok(Vec::new());
@@ -214,6 +217,65 @@ impl Applier<'_> {
             });
         }
         Ok(ops)
+    }
+
+    /// For a handler whose document is the master row alone: the writes straight from
+    /// the events' images, newest per document, without asking MySQL. `None` when the
+    /// handler needs MySQL, or an image lacks a column the templates use.
+    fn image_operations(&self, changes: &[RowChange<'_>]) -> Option<Vec<BulkOp>> {
+        if !self.materializer.image_only() {
+            return None;
+        }
+        let index = &self.generation.index;
+        let mut newest: HashMap<String, BulkOp> = HashMap::new();
+        for ch in changes {
+            let op = match (ch.after, ch.before) {
+                (Some(after), before) => {
+                    let d = self.materializer.document_from_image(after)?.ok()?;
+                    // A changed primary key moves the document: the old one goes.
+                    if let Some((old, routing)) =
+                        before.and_then(|b| self.materializer.id_from_image(b))
+                        && old != d.id
+                    {
+                        newest.insert(
+                            old.clone(),
+                            BulkOp {
+                                index: index.clone(),
+                                id: old,
+                                routing,
+                                version: ch.version,
+                                action: BulkAction::Delete,
+                            },
+                        );
+                    }
+                    BulkOp {
+                        index: index.clone(),
+                        id: d.id,
+                        routing: d.routing,
+                        version: ch.version,
+                        action: BulkAction::Index { source: d.source },
+                    }
+                }
+                (None, Some(before)) => {
+                    let (id, routing) = self.materializer.id_from_image(before)?;
+                    BulkOp {
+                        index: index.clone(),
+                        id,
+                        routing,
+                        version: ch.version,
+                        action: BulkAction::Delete,
+                    }
+                }
+                (None, None) => continue,
+            };
+            match newest.get(&op.id) {
+                Some(have) if have.version >= op.version => {}
+                _ => {
+                    newest.insert(op.id.clone(), op);
+                }
+            }
+        }
+        Some(newest.into_values().collect())
     }
 
     fn remember_master_id(

@@ -21,6 +21,8 @@ pub struct Statement {
     pub equalities: Vec<Comparison>,
     /// Top-level conjuncts `<column> > <placeholder>` (or `>=`) using `%__last`.
     pub last_bounds: Vec<Comparison>,
+    /// How many top-level `AND` conjuncts WHERE has (0 without WHERE).
+    pub conditions: usize,
     pub has_order_by: bool,
     pub has_limit: bool,
     /// GROUP BY, DISTINCT, HAVING or an aggregate in the select list: rows do not map
@@ -114,8 +116,10 @@ impl Statement {
         let to_original = |line: u64, col: u64| offsets.to_original(&marked, line, col);
         let mut equalities = Vec::new();
         let mut last_bounds = Vec::new();
+        let mut conditions = 0;
         if let Some(selection) = &select.selection {
             for conjunct in conjuncts(selection) {
+                conditions += 1;
                 let Some((cmp, is_eq)) = comparison(conjunct, &placeholders, &to_original) else {
                     continue;
                 };
@@ -158,6 +162,7 @@ impl Statement {
             placeholders,
             equalities,
             last_bounds,
+            conditions,
             has_order_by: query.order_by.is_some(),
             has_limit: query.limit_clause.is_some() || query.fetch.is_some(),
             aggregates,

@@ -181,17 +181,79 @@ pub struct Materializer<'h> {
     handler: &'h Handler,
     plan: plan::Plan<'h>,
     links: Vec<Option<inverse::Link>>,
+    /// The document is the master row alone (see [`Materializer::document_from_image`]).
+    image_only: bool,
 }
 
 impl<'h> Materializer<'h> {
     pub fn new(handler: &'h Handler) -> Self {
         let plan = plan::Plan::new(handler);
         let links = inverse::links(&plan);
+        let image_only = image_only(handler);
         Self {
             handler,
             plan,
             links,
+            image_only,
         }
+    }
+
+    /// Whether a document is its master row alone, so a change event's image is enough
+    /// to build it: one item, plain columns, `SELECT *`, and no condition in WHERE but
+    /// the `%__last` paging bound.
+    pub fn image_only(&self) -> bool {
+        self.image_only
+    }
+
+    /// The document a master row image gives, without asking MySQL (only when
+    /// [`Materializer::image_only`]; `None` otherwise). Image values are already
+    /// converted as the materializer converts them; DECIMAL text becomes a number where
+    /// the mapping is numeric, as for query results.
+    pub fn document_from_image(
+        &self,
+        image: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<Result<Document, MaterializeError<std::convert::Infallible>>> {
+        if !self.image_only {
+            return None;
+        }
+        let numeric: std::collections::HashSet<&str> = self
+            .handler
+            .master()
+            .fields
+            .iter()
+            .filter_map(|f| match f {
+                crate::handler::Field::Column {
+                    column,
+                    decimal_as_number: true,
+                    ..
+                } => Some(column.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut columns = Vec::with_capacity(image.len());
+        let mut cells = Vec::with_capacity(image.len());
+        for (name, v) in image {
+            let (kind, cell) = match v {
+                serde_json::Value::Null => (ColumnKind::Json, Cell::Null),
+                serde_json::Value::String(s)
+                    if numeric.iter().any(|c| c.eq_ignore_ascii_case(name))
+                        && s.parse::<f64>().is_ok() =>
+                {
+                    (ColumnKind::Decimal, Cell::Bytes(s.clone().into_bytes()))
+                }
+                other => (ColumnKind::Json, Cell::Json(other.clone())),
+            };
+            columns.push(ColumnMeta {
+                name: name.clone(),
+                kind,
+            });
+            cells.push(cell);
+        }
+        let row = Arc::new(Row {
+            columns: columns.into(),
+            cells,
+        });
+        Some(resolve::document_of_row(&self.plan, row))
     }
 
     pub fn handler(&self) -> &'h Handler {
@@ -447,6 +509,23 @@ impl<'h> Materializer<'h> {
             })
         }
     }
+}
+
+fn image_only(handler: &Handler) -> bool {
+    let m = handler.master();
+    let st = &m.statement;
+    handler.group.items.len() == 1
+        && m.fields
+            .iter()
+            .all(|f| matches!(f, crate::handler::Field::Column { .. }))
+        && st.selects_all
+        && !st.aggregates
+        && !st.has_limit
+        && st.conditions == st.last_bounds.len()
+        && st
+            .placeholders
+            .iter()
+            .all(|p| matches!(p.reference, crate::handler::placeholder::Ref::Last(_)))
 }
 
 /// Comparable form of a key (see [`Cell::match_key`]).

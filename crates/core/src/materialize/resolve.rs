@@ -47,6 +47,23 @@ pub(crate) async fn documents<S: RowSource>(
     ctxs.iter().map(|c| assemble::document(plan, c)).collect()
 }
 
+/// The document of a master row that needs no other row (no items, no nested lists).
+pub(crate) fn document_of_row<E: std::error::Error>(
+    plan: &Plan<'_>,
+    row: Arc<Row>,
+) -> Result<Document, MaterializeError<E>> {
+    let mut bound = vec![None; plan.items.len()];
+    bound[plan.master_id] = Some(row);
+    assemble::document(
+        plan,
+        &Ctx {
+            bound,
+            parent: None,
+            nested: Vec::new(),
+        },
+    )
+}
+
 /// Resolve every item of `group` (its master is already bound in each context).
 ///
 /// Items are read in waves: every item whose statement refers only to rows already
