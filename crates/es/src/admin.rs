@@ -20,6 +20,18 @@ pub async fn create_index(
     settings: Option<&Value>,
     mappings: Option<&Value>,
 ) -> Result<(), EsError> {
+    let what = format!("create index {name}");
+    create_index_as(what, client, name, settings, mappings).await
+}
+
+/// [`create_index`], its errors saying it was doing `what`.
+pub(crate) async fn create_index_as(
+    what: String,
+    client: &Elasticsearch,
+    name: &str,
+    settings: Option<&Value>,
+    mappings: Option<&Value>,
+) -> Result<(), EsError> {
     let mut body = Map::new();
     if let Some(s) = settings {
         body.insert("settings".into(), s.clone());
@@ -33,19 +45,28 @@ pub async fn create_index(
         .body(Value::Object(body))
         .send()
         .await;
-    expect_ok(format!("create index {name}"), resp, &[]).await?;
+    expect_ok(what, resp, &[]).await?;
     Ok(())
 }
 
 /// Delete a concrete index; an index that is not there is already deleted. Elasticsearch
 /// refuses to delete through an alias name.
 pub async fn delete_index(client: &Elasticsearch, name: &str) -> Result<(), EsError> {
+    delete_index_as(format!("delete index {name}"), client, name).await
+}
+
+/// [`delete_index`], its errors saying it was doing `what`.
+pub(crate) async fn delete_index_as(
+    what: String,
+    client: &Elasticsearch,
+    name: &str,
+) -> Result<(), EsError> {
     let resp = client
         .indices()
         .delete(IndicesDeleteParts::Index(&[name]))
         .send()
         .await;
-    expect_ok(format!("delete index {name}"), resp, &[404]).await?;
+    expect_ok(what, resp, &[404]).await?;
     Ok(())
 }
 

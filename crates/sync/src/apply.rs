@@ -4,7 +4,7 @@
 //! cannot be applied.
 
 use crate::SyncError;
-use mee_core::dead_letter::{DEAD_LETTER_FORMAT, DeadLetter, DeadLetterKind};
+use mee_core::dead_letter::DeadLetter;
 use mee_core::event::{ChangeEvent, ChangeKind};
 use mee_core::generation::Generation;
 use mee_core::materialize::{Materializer, RowChange, match_key};
@@ -345,44 +345,21 @@ impl Applier<'_> {
     }
 
     fn unreadable(&self, msg: &Message, reason: String) -> DeadLetter {
-        DeadLetter {
-            format: DEAD_LETTER_FORMAT,
-            kind: DeadLetterKind::UnreadableEvent,
-            task: self.generation.task.clone(),
-            generation: self.generation.id.clone(),
-            index: self.generation.index.clone(),
+        DeadLetter::unreadable_event(
+            self.generation,
             reason,
-            status: None,
-            document_id: None,
-            document: None,
-            message: msg
-                .payload
-                .as_deref()
-                .map(|p| String::from_utf8_lossy(p).into_owned()),
-            source: Some(msg.place()),
-            at_ms: now_ms(),
-        }
+            msg.payload.as_deref(),
+            msg.place(),
+            now_ms(),
+        )
     }
 
     fn rejected(&self, r: mee_es::Rejected) -> DeadLetter {
-        let document = match &r.op.action {
-            BulkAction::Index { source } => serde_json::from_str(source).ok(),
+        let sent = match &r.op.action {
+            BulkAction::Index { source } => Some(source.as_str()),
             BulkAction::Delete => None,
         };
-        DeadLetter {
-            format: DEAD_LETTER_FORMAT,
-            kind: DeadLetterKind::RejectedDocument,
-            task: self.generation.task.clone(),
-            generation: self.generation.id.clone(),
-            index: r.op.index.clone(),
-            reason: r.reason,
-            status: Some(r.status),
-            document_id: Some(r.op.id),
-            document,
-            message: None,
-            source: None,
-            at_ms: now_ms(),
-        }
+        DeadLetter::rejected_document(self.generation, r.op.id, r.status, r.reason, sent, now_ms())
     }
 }
 

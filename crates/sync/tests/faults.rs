@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::{WAIT, converges, generations, running_shop, shop, start};
+use common::{WAIT, converges, generations, running_shop, start};
 use mee_core::dead_letter::{DeadLetter, DeadLetterKind};
 use mee_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use mee_kafka::rdkafka::message::Message;
 use mee_kafka::rdkafka::producer::FutureRecord;
 use mee_test_support::workload::{Rng, shop_change};
-use mee_test_support::{Pipeline, TcpProxy};
+use mee_test_support::{Pipeline, SearchLoop, TcpProxy};
 use std::time::{Duration, Instant};
 
 /// `n` random changes from step `from`, one statement batch at a time.
@@ -64,7 +64,7 @@ async fn a_replay_from_the_start_changes_nothing() {
 async fn killed_in_the_middle_of_a_stream_it_converges() {
     let (p, _listen, mut sync) = running_shop().await;
     let writer = {
-        let p2 = clone_pipeline(&p);
+        let p2 = p.handle();
         tokio::spawn(async move { workload(&p2, 11, 0, 400).await })
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -79,7 +79,7 @@ async fn killed_in_the_middle_of_a_stream_it_converges() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn elasticsearch_away_for_30_seconds_loses_nothing() {
-    let p = shop().await;
+    let p = Pipeline::shop().await;
     let (_listen, mut direct_sync) = start(&p).await;
     assert!(direct_sync.terminate(WAIT).success());
     let proxy = TcpProxy::start(p.env.es_url.trim_start_matches("http://")).await;
@@ -143,7 +143,7 @@ async fn a_malformed_message_is_dead_lettered_and_the_stream_goes_on() {
 async fn two_processes_share_the_partitions_through_a_rebalance() {
     let (p, _listen, mut first) = running_shop().await;
     let writer = {
-        let p2 = clone_pipeline(&p);
+        let p2 = p.handle();
         tokio::spawn(async move { workload(&p2, 17, 0, 300).await })
     };
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -161,38 +161,16 @@ async fn two_processes_share_the_partitions_through_a_rebalance() {
 async fn a_rebuild_while_changes_stream_swaps_without_failed_searches() {
     let (p, _listen, _sync) = running_shop().await;
     let writer = {
-        let p2 = clone_pipeline(&p);
+        let p2 = p.handle();
         tokio::spawn(async move { workload(&p2, 19, 0, 300).await })
     };
     // Search the alias all along: no failed and no empty answer.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let searcher = {
-        let (stop, url, alias) = (stop.clone(), p.env.es_url.clone(), p.alias.clone());
-        std::thread::spawn(move || {
-            let mut bad = Vec::new();
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let (status, body) = mee_test_support::es_request(
-                    &url,
-                    "GET",
-                    &format!("/{alias}/_search?size=0"),
-                    None,
-                );
-                let total = body["hits"]["total"]["value"].as_u64().unwrap_or(0);
-                if status != 200 || total == 0 {
-                    bad.push((status, body));
-                }
-                n += 1;
-            }
-            (n, bad)
-        })
-    };
+    let searcher = SearchLoop::start(&p);
     let before = p.alias_targets();
     let (status, log) = p.update(&[], Duration::from_secs(120));
     assert!(status.success(), "{log}");
     writer.await.expect("workload");
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (searches, bad) = searcher.join().expect("searcher");
+    let (searches, bad) = searcher.stop();
     assert!(searches > 10, "only {searches} searches");
     assert!(
         bad.is_empty(),
@@ -201,21 +179,6 @@ async fn a_rebuild_while_changes_stream_swaps_without_failed_searches() {
     assert_ne!(p.alias_targets(), before, "the alias moved");
     converges(&p, Duration::from_secs(60)).await;
     p.drop().await;
-}
-
-/// A second handle on the same test world (for a background workload).
-fn clone_pipeline(p: &Pipeline) -> Pipeline {
-    Pipeline {
-        env: p.env.clone(),
-        db: mee_test_support::TestDatabase {
-            name: p.db.name.clone(),
-        },
-        prefix: p.prefix.clone(),
-        task: p.task.clone(),
-        alias: p.alias.clone(),
-        toml: p.toml.clone(),
-        handler: p.handler.clone(),
-    }
 }
 
 fn read_dlq(p: &Pipeline, want: usize) -> Vec<DeadLetter> {
@@ -246,7 +209,7 @@ async fn dropping_an_unfinished_generation_while_sync_runs_leaves_no_index_behin
     let pending = generations(&p).await.last().cloned().expect("generation");
     // Changes keep coming while it is dropped: sync writes into it until it stops.
     let writer = {
-        let p2 = clone_pipeline(&p);
+        let p2 = p.handle();
         tokio::spawn(async move { workload(&p2, 23, 0, 150).await })
     };
     let (status, log) = p.update(

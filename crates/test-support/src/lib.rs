@@ -7,10 +7,14 @@
 mod pipeline;
 mod process;
 mod proxy;
+mod search_loop;
+mod shop;
 pub mod workload;
 pub use pipeline::{Pipeline, VerifyRun, es_request, service_bin};
 pub use process::ServiceProcess;
 pub use proxy::TcpProxy;
+pub use search_loop::SearchLoop;
+pub use shop::{orders_golden, orders_handler, shop_fixture, workspace_file};
 
 use mee_core::AppConfig;
 use mysql_async::prelude::Queryable;

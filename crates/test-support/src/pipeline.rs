@@ -2,7 +2,7 @@
 //! prefix, a handler with a unique alias, the service binaries, and a small HTTP
 //! client to look at Elasticsearch.
 
-use crate::{ServiceProcess, StackEnv, TestDatabase, unique_name};
+use crate::{ServiceProcess, StackEnv, TestDatabase, orders_handler, shop_fixture, unique_name};
 use mee_core::AppConfig;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// One test's world: its fixture database, names under a unique prefix, app config and
+/// handler file.
 #[derive(Debug)]
 pub struct Pipeline {
     pub env: StackEnv,
@@ -78,6 +80,46 @@ impl Pipeline {
             alias,
             toml,
             handler,
+        }
+    }
+
+    /// The shop fixture with the shipped `orders` handler.
+    pub async fn shop() -> Self {
+        Self::shop_with(&orders_handler()).await
+    }
+
+    /// The shop fixture with `handler_yaml`, an `orders` handler (e.g. the shipped one
+    /// edited).
+    pub async fn shop_with(handler_yaml: &str) -> Self {
+        Self::new(&shop_fixture(), handler_yaml, "orders").await
+    }
+
+    /// The shop fixture with an `orders` handler that maps `status` as a number, and
+    /// order 1002's status `7`: Elasticsearch refuses orders 1001 and 1004.
+    pub async fn shop_with_refused_orders() -> Self {
+        let handler = orders_handler().replace(
+            "    properties:\n      total:",
+            "    properties:\n      status: {type: long}\n      total:",
+        );
+        let p = Self::shop_with(&handler).await;
+        p.sql("UPDATE orders SET status = '7' WHERE id = 1002")
+            .await;
+        p
+    }
+
+    /// A second handle on the same world, e.g. for a background workload; it does not
+    /// own the database: only the original is dropped.
+    pub fn handle(&self) -> Pipeline {
+        Pipeline {
+            env: self.env.clone(),
+            db: TestDatabase {
+                name: self.db.name.clone(),
+            },
+            prefix: self.prefix.clone(),
+            task: self.task.clone(),
+            alias: self.alias.clone(),
+            toml: self.toml.clone(),
+            handler: self.handler.clone(),
         }
     }
 

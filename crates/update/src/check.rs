@@ -1,11 +1,11 @@
 //! `update -c <handler> --check`: validate a handler, then (when the servers answer)
 //! preflight it against MySQL and Elasticsearch. Writes nothing.
 
+use crate::handler_databases;
 use anyhow::{Context, bail};
 use mee_core::handler::Handler;
 use mee_core::{AppConfig, Transient};
 use mee_mysql::MySqlSource;
-use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Returns the lines to print on success; an error lists every problem.
@@ -31,11 +31,7 @@ pub async fn check(handler_path: &Path, cfg: &AppConfig) -> anyhow::Result<Vec<S
         ));
     }
 
-    let databases: BTreeSet<&str> = handler
-        .all_items()
-        .iter()
-        .map(|i| i.database.as_str())
-        .collect();
+    let databases = handler_databases(&handler);
     let mut problems: Vec<String> = databases
         .iter()
         .filter_map(|db| cfg.mysql_for(db).err())

@@ -13,6 +13,7 @@ mod load;
 mod metrics;
 mod progress;
 mod rebuild;
+mod retry;
 mod verify;
 
 pub use load::REBUILD_VERSION;
@@ -25,6 +26,7 @@ use mee_core::AppConfig;
 use mee_core::handler::Handler;
 use mee_redis::GenerationStore;
 use mee_telemetry::Service;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -228,6 +230,15 @@ async fn renew_lock(
             Err(e) => tracing::warn!(error = %e, "could not renew the task lock; retrying"),
         }
     }
+}
+
+/// The databases a handler reads (its items' `database`), each once, sorted.
+fn handler_databases(handler: &Handler) -> BTreeSet<&str> {
+    handler
+        .all_items()
+        .iter()
+        .map(|i| i.database.as_str())
+        .collect()
 }
 
 async fn stopped(svc: Service) -> anyhow::Result<()> {

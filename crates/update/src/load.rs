@@ -3,18 +3,19 @@
 
 use crate::metrics::Metrics;
 use crate::progress::Progress;
+use crate::retry::{Retried, retry_step};
 use anyhow::{Context, bail};
-use mee_core::dead_letter::{DEAD_LETTER_FORMAT, DeadLetter, DeadLetterKind};
+use mee_core::dead_letter::DeadLetter;
 use mee_core::generation::Generation;
 use mee_core::handler::Handler;
 use mee_core::materialize::{Document, Materializer, RowSource, json_cell};
 use mee_core::value::{Cell, ColumnKind, to_json};
-use mee_core::{AppConfig, Backoff, Transient};
+use mee_core::{AppConfig, Transient};
 use mee_es::{BulkAction, BulkOp, BulkOutcome, BulkWriter};
 use mee_kafka::DeadLetterQueue;
 use mee_mysql::MySqlSource;
 use mee_redis::GenerationStore;
-use mee_telemetry::{CancellationToken, retry_transient};
+use mee_telemetry::CancellationToken;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -149,23 +150,18 @@ impl Load<'_> {
         }
         for r in outcome.rejected {
             tracing::warn!(document_id = %r.op.id, status = r.status, reason = %r.reason, "document refused; dead-lettered");
-            let letter = DeadLetter {
-                format: DEAD_LETTER_FORMAT,
-                kind: DeadLetterKind::RejectedDocument,
-                task: g.task.clone(),
-                generation: g.id.clone(),
-                index: g.index.clone(),
-                reason: r.reason,
-                status: Some(r.status),
-                document_id: Some(r.op.id.clone()),
-                document: match &r.op.action {
-                    BulkAction::Index { source } => serde_json::from_str(source).ok(),
-                    BulkAction::Delete => None,
-                },
-                message: None,
-                source: None,
-                at_ms: mee_core::generation::millis(std::time::SystemTime::now()),
+            let sent = match &r.op.action {
+                BulkAction::Index { source } => Some(source.as_str()),
+                BulkAction::Delete => None,
             };
+            let letter = DeadLetter::rejected_document(
+                g,
+                r.op.id,
+                r.status,
+                r.reason,
+                sent,
+                mee_core::generation::millis(std::time::SystemTime::now()),
+            );
             self.dlq
                 .send(&letter)
                 .await
@@ -197,24 +193,16 @@ impl Load<'_> {
         Fut: Future<Output = Result<T, E>>,
     {
         let give_up = self.cfg.update.give_up_after_ms;
-        let attempt = retry_transient(what, Backoff::default(), self.shutdown, op);
-        let result = if give_up == 0 {
-            attempt.await
-        } else {
-            match tokio::time::timeout(Duration::from_millis(give_up), attempt).await {
-                Ok(r) => r,
-                Err(_) => bail!(
-                    "{what}: MySQL kept failing for {} s (update.give_up_after_ms); the generation \
-                     stays `building`: run `update --resume` when MySQL is back",
-                    give_up / 1000
-                ),
-            }
-        };
-        match result {
-            None => bail!(
+        match retry_step(what, give_up, self.shutdown, op).await {
+            Retried::Done(r) => r,
+            Retried::GaveUp => bail!(
+                "{what}: MySQL kept failing for {} s (update.give_up_after_ms); the generation \
+                 stays `building`: run `update --resume` when MySQL is back",
+                give_up / 1000
+            ),
+            Retried::Interrupted => bail!(
                 "interrupted; the generation stays `building`: run `update --resume` to finish it"
             ),
-            Some(r) => Ok(r.with_context(|| what.to_string())?),
         }
     }
 

@@ -1,6 +1,7 @@
 //! A rebuild, start to finish: pick or create the generation, load it, wait for `sync`
 //! to catch it up, swap the alias, retire the old generation.
 
+use crate::handler_databases;
 use crate::load::Load;
 use crate::metrics::Metrics;
 use anyhow::{Context, bail};
@@ -13,7 +14,6 @@ use mee_mysql::MySqlSource;
 use mee_redis::GenerationStore;
 use mee_telemetry::CancellationToken;
 use serde_json::{Map, Value, json};
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
 /// What to do with an unfinished generation, and whether to wait and swap.
@@ -133,12 +133,7 @@ impl Rebuild<'_> {
                  (or choose another alias in the handler) first"
             );
         }
-        let databases: BTreeSet<&str> = self
-            .handler
-            .all_items()
-            .iter()
-            .map(|i| i.database.as_str())
-            .collect();
+        let databases = handler_databases(self.handler);
         let topics: Vec<String> = databases
             .iter()
             .map(|d| self.cfg.kafka.topic_for(d))
@@ -180,12 +175,7 @@ impl Rebuild<'_> {
     }
 
     async fn load(&mut self, g: &mut Generation) -> anyhow::Result<()> {
-        let databases: BTreeSet<&str> = self
-            .handler
-            .all_items()
-            .iter()
-            .map(|i| i.database.as_str())
-            .collect();
+        let databases = handler_databases(self.handler);
         let source = MySqlSource::new(self.cfg, databases.iter().copied())?;
         let writer = mee_es::BulkWriter::new(self.es.clone(), self.cfg.elasticsearch.bulk.clone());
         let dlq = DeadLetterQueue::open(&self.cfg.kafka, self.task).await?;

@@ -1,6 +1,6 @@
 //! `update -c <handler> --check` as a real process against the local stack.
 
-use mee_test_support::{StackEnv, TestDatabase, unique_name, workspace_root};
+use mee_test_support::{StackEnv, TestDatabase, orders_handler, shop_fixture, unique_name};
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_update");
@@ -32,15 +32,8 @@ fn text(b: &[u8]) -> String {
 
 async fn shop(env: &StackEnv) -> TestDatabase {
     let db = TestDatabase::create(env, "check").await;
-    let sql =
-        std::fs::read_to_string(workspace_root().join("crates/mysql/tests/fixtures/shop.sql"))
-            .expect("fixture");
-    db.exec(env, &sql).await;
+    db.exec(env, &shop_fixture()).await;
     db
-}
-
-fn orders_handler() -> String {
-    std::fs::read_to_string(workspace_root().join("conf/handlers/orders.yml")).expect("handler")
 }
 
 #[tokio::test]

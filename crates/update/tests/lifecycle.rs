@@ -2,7 +2,7 @@
 //! resumable generation; an unreadable handler file is an error before anything starts.
 
 use mee_core::generation::GenerationState;
-use mee_test_support::{Pipeline, ServiceProcess, StackEnv, unique_name, workspace_root};
+use mee_test_support::{Pipeline, ServiceProcess, StackEnv, unique_name};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_update");
@@ -11,13 +11,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_update");
 /// everything; SIGTERM stops it, saying how to finish, and the generation stays.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_while_waiting_for_sync_leaves_a_resumable_generation() {
-    let read = |p: &str| std::fs::read_to_string(workspace_root().join(p)).expect(p);
-    let p = Pipeline::new(
-        &read("crates/mysql/tests/fixtures/shop.sql"),
-        &read("conf/handlers/orders.yml"),
-        "orders",
-    )
-    .await;
+    let p = Pipeline::shop().await;
     p.sql(
         "INSERT INTO orders (id, customer_id, status, total) \
          SELECT 10000 + seq, 1, 'paid', 1 FROM seq_1_to_20000",

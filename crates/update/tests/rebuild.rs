@@ -4,39 +4,10 @@
 
 use mee_core::dead_letter::DeadLetter;
 use mee_core::generation::{Generation, GenerationState};
-use mee_test_support::{Pipeline, workspace_root};
-use serde_json::Value;
-use std::collections::BTreeMap;
+use mee_test_support::{Pipeline, orders_golden};
 use std::time::Duration;
 
 const MIN: Duration = Duration::from_secs(60);
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(workspace_root().join(path)).expect(path)
-}
-
-async fn shop() -> Pipeline {
-    Pipeline::new(
-        &read("crates/mysql/tests/fixtures/shop.sql"),
-        &read("conf/handlers/orders.yml"),
-        "orders",
-    )
-    .await
-}
-
-/// The materializer's golden documents for the shop fixture, `_id` → `_source`.
-fn golden() -> BTreeMap<String, Value> {
-    let docs: Vec<Value> =
-        serde_json::from_str(&read("crates/mysql/tests/golden/orders.json")).expect("golden");
-    docs.into_iter()
-        .map(|d| {
-            (
-                d["_id"].as_str().expect("id").to_string(),
-                d["_source"].clone(),
-            )
-        })
-        .collect()
-}
 
 async fn generations(p: &Pipeline) -> Vec<Generation> {
     let cfg = p.cfg();
@@ -47,10 +18,14 @@ async fn generations(p: &Pipeline) -> Vec<Generation> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rebuilds_swap_the_alias_and_retire_the_old_generation() {
-    let p = shop().await;
+    let p = Pipeline::shop().await;
     let (status, log) = p.update(&[], MIN);
     assert!(status.success(), "{log}");
-    assert_eq!(p.docs(&p.alias), golden(), "documents equal the goldens");
+    assert_eq!(
+        p.docs(&p.alias),
+        orders_golden(),
+        "documents equal the goldens"
+    );
     let first = p.alias_targets();
     assert_eq!(first.len(), 1);
     assert!(first[0].starts_with(&format!("{}_", p.alias)), "{first:?}");
@@ -65,7 +40,7 @@ async fn rebuilds_swap_the_alias_and_retire_the_old_generation() {
     let second = p.alias_targets();
     assert_eq!(second.len(), 1);
     assert_ne!(second, first);
-    assert_eq!(p.docs(&p.alias), golden());
+    assert_eq!(p.docs(&p.alias), orders_golden());
     let states: Vec<GenerationState> = generations(&p).await.iter().map(|g| g.state).collect();
     assert_eq!(states, [GenerationState::Retired, GenerationState::Live]);
     assert_eq!(p.es("HEAD", &format!("/{}", first[0]), None).0, 200, "kept");
@@ -84,7 +59,7 @@ async fn rebuilds_swap_the_alias_and_retire_the_old_generation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_index_named_like_the_alias_is_refused_before_building() {
-    let p = shop().await;
+    let p = Pipeline::shop().await;
     let (status, _) = p.es(
         "PUT",
         &format!("/{}", p.alias),
@@ -101,7 +76,7 @@ async fn an_index_named_like_the_alias_is_refused_before_building() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_load_is_resumed_or_dropped_and_the_alias_never_moves() {
-    let p = shop().await;
+    let p = Pipeline::shop().await;
     // 30,000 more orders, read 50 per page: the load takes long enough to kill it.
     p.sql(
         "INSERT INTO orders (id, customer_id, status, total, created_at) \
@@ -184,18 +159,7 @@ async fn a_killed_load_is_resumed_or_dropped_and_the_alias_never_moves() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn documents_elasticsearch_refuses_go_to_the_dead_letter_topic() {
-    let handler = read("conf/handlers/orders.yml").replace(
-        "    properties:\n      total:",
-        "    properties:\n      status: {type: long}\n      total:",
-    );
-    let p = Pipeline::new(
-        &read("crates/mysql/tests/fixtures/shop.sql"),
-        &handler,
-        "orders",
-    )
-    .await;
-    p.sql("UPDATE orders SET status = '7' WHERE id = 1002")
-        .await;
+    let p = Pipeline::shop_with_refused_orders().await;
     let (status, log) = p.update(&[], MIN);
     assert!(status.success(), "{log}");
     let docs = p.docs(&p.alias);

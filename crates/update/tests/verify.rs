@@ -2,40 +2,12 @@
 //! drift made directly in Elasticsearch, dead-lettered documents, and a change still in
 //! flight while `sync` is stopped.
 
-use mee_test_support::{Pipeline, workspace_root};
+use mee_test_support::{Pipeline, orders_golden};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 const MIN: Duration = Duration::from_secs(60);
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(workspace_root().join(path)).expect(path)
-}
-
-async fn shop_with(handler: &str) -> Pipeline {
-    Pipeline::new(
-        &read("crates/mysql/tests/fixtures/shop.sql"),
-        handler,
-        "orders",
-    )
-    .await
-}
-
-/// The materializer's golden documents for the shop fixture, `_id` → `_source`.
-fn golden() -> BTreeMap<String, Value> {
-    let docs: Vec<Value> =
-        serde_json::from_str(&read("crates/mysql/tests/golden/orders.json")).expect("golden");
-    docs.into_iter()
-        .map(|d| {
-            (
-                d["_id"].as_str().expect("id").to_string(),
-                d["_source"].clone(),
-            )
-        })
-        .collect()
-}
 
 fn verify(p: &Pipeline, extra: &[&str]) -> (ExitStatus, String, String) {
     p.verify(extra, MIN)
@@ -50,7 +22,7 @@ fn live_index(p: &Pipeline) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clean_index_verifies() {
-    let p = shop_with(&read("conf/handlers/orders.yml")).await;
+    let p = Pipeline::shop().await;
     let (status, log) = p.update(&[], MIN);
     assert!(status.success(), "{log}");
     let (status, out, err) = verify(&p, &[]);
@@ -65,7 +37,7 @@ async fn a_clean_index_verifies() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drift_is_reported_then_repaired() {
-    let p = shop_with(&read("conf/handlers/orders.yml")).await;
+    let p = Pipeline::shop().await;
     let (status, log) = p.update(&[], MIN);
     assert!(status.success(), "{log}");
     let index = live_index(&p);
@@ -73,7 +45,7 @@ async fn drift_is_reported_then_repaired() {
     let (status, body) = p.es("DELETE", &format!("/{index}/_doc/1001"), None);
     assert_eq!(status, 200, "{body}");
     // Different: 1002 rewritten with another status (a version above the load's).
-    let mut changed = golden()["1002"].clone();
+    let mut changed = orders_golden()["1002"].clone();
     changed["status"] = json!("hacked");
     let put = |id: &str, doc: &Value| {
         let (status, body) = p.es(
@@ -124,7 +96,7 @@ async fn drift_is_reported_then_repaired() {
         out.contains("checked 3 documents: 0 missing, 0 extra, 0 different"),
         "{out}"
     );
-    assert_eq!(p.docs(&p.alias), golden());
+    assert_eq!(p.docs(&p.alias), orders_golden());
     // Repairs carry MySQL's binlog position as their version, above the load's and ours.
     let (_, got) = p.es("GET", &format!("/{index}/_doc/1002"), None);
     assert!(
@@ -136,13 +108,7 @@ async fn drift_is_reported_then_repaired() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_lettered_documents_show_as_missing_and_are_recovered_once_fixed() {
-    let handler = read("conf/handlers/orders.yml").replace(
-        "    properties:\n      total:",
-        "    properties:\n      status: {type: long}\n      total:",
-    );
-    let p = shop_with(&handler).await;
-    p.sql("UPDATE orders SET status = '7' WHERE id = 1002")
-        .await;
+    let p = Pipeline::shop_with_refused_orders().await;
     let (status, log) = p.update(&[], MIN);
     assert!(status.success(), "{log}");
 
@@ -183,7 +149,7 @@ async fn dead_lettered_documents_show_as_missing_and_are_recovered_once_fixed() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_change_still_in_flight_is_not_drift() {
-    let p = shop_with(&read("conf/handlers/orders.yml")).await;
+    let p = Pipeline::shop().await;
     let mut listen = p.spawn("listen", &[]);
     listen.wait_healthy(MIN);
     let (status, log) = p.update(&[], MIN);

@@ -3,16 +3,10 @@
 //! Each ends with `update --verify` finding no drift.
 
 use mee_test_support::workload::{Rng, shop_change};
-use mee_test_support::{Pipeline, ServiceProcess, workspace_root};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use mee_test_support::{Pipeline, SearchLoop, ServiceProcess};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(workspace_root().join(path)).expect(path)
-}
 
 /// Changes per scenario: a CI-sized default, ten times more with `MEE_E2E_LONG=1`.
 fn changes() -> u64 {
@@ -38,12 +32,7 @@ fn seed(test: &str) -> u64 {
 
 /// The shop fixture plus `extra_orders` generated orders (so a load takes a while).
 async fn shop(extra_orders: u64) -> Pipeline {
-    let p = Pipeline::new(
-        &read("crates/mysql/tests/fixtures/shop.sql"),
-        &read("conf/handlers/orders.yml"),
-        "orders",
-    )
-    .await;
+    let p = Pipeline::shop().await;
     if extra_orders > 0 {
         p.sql(&format!(
             "INSERT INTO orders (id, customer_id, status, total, created_at) \
@@ -69,24 +58,9 @@ async fn running(p: &Pipeline) -> (ServiceProcess, ServiceProcess) {
     (listen, up(p, "sync", &[]))
 }
 
-/// A handle on the same world for a background task (it does not own the database).
-fn handle(p: &Pipeline) -> Pipeline {
-    Pipeline {
-        env: p.env.clone(),
-        db: mee_test_support::TestDatabase {
-            name: p.db.name.clone(),
-        },
-        prefix: p.prefix.clone(),
-        task: p.task.clone(),
-        alias: p.alias.clone(),
-        toml: p.toml.clone(),
-        handler: p.handler.clone(),
-    }
-}
-
 /// `n` random changes in the background.
 fn workload(p: &Pipeline, seed: u64, n: u64) -> tokio::task::JoinHandle<()> {
-    let p = handle(p);
+    let p = p.handle();
     tokio::spawn(async move {
         let mut rng = Rng::new(seed);
         for i in 0..n {
@@ -120,32 +94,12 @@ async fn a_rebuild_under_load_has_no_failed_search_and_verifies_clean() {
     let p = shop(5000).await;
     let (_listen, _sync) = running(&p).await;
     let writer = workload(&p, seed("rebuild"), changes());
-    let stop = Arc::new(AtomicBool::new(false));
-    let searcher = {
-        let (stop, url, alias) = (stop.clone(), p.env.es_url.clone(), p.alias.clone());
-        std::thread::spawn(move || {
-            let (mut n, mut bad) = (0u64, Vec::new());
-            while !stop.load(Ordering::SeqCst) {
-                let (status, body) = mee_test_support::es_request(
-                    &url,
-                    "GET",
-                    &format!("/{alias}/_search?size=1"),
-                    None,
-                );
-                if status != 200 || body["hits"]["total"]["value"].as_u64().unwrap_or(0) == 0 {
-                    bad.push((status, body));
-                }
-                n += 1;
-            }
-            (n, bad)
-        })
-    };
+    let searcher = SearchLoop::start(&p);
     let before = p.alias_targets();
     let (status, log) = p.update(&[], Duration::from_secs(180));
     assert!(status.success(), "{log}");
     writer.await.expect("workload");
-    stop.store(true, Ordering::SeqCst);
-    let (searches, bad) = searcher.join().expect("searcher");
+    let (searches, bad) = searcher.stop();
     assert!(searches > 10, "only {searches} searches ran");
     assert!(
         bad.is_empty(),

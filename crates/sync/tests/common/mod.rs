@@ -5,29 +5,16 @@
 use mee_core::handler::Handler;
 use mee_core::materialize::Materializer;
 use mee_mysql::MySqlSource;
-use mee_test_support::{Pipeline, ServiceProcess, workspace_root};
+use mee_test_support::{Pipeline, ServiceProcess};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
-pub fn read(path: &str) -> String {
-    std::fs::read_to_string(workspace_root().join(path)).expect(path)
-}
-
-pub async fn shop() -> Pipeline {
-    Pipeline::new(
-        &read("crates/mysql/tests/fixtures/shop.sql"),
-        &read("conf/handlers/orders.yml"),
-        "orders",
-    )
-    .await
-}
-
 /// listen, then the first generation (update), then sync.
 pub async fn running_shop() -> (Pipeline, ServiceProcess, ServiceProcess) {
-    let p = shop().await;
+    let p = Pipeline::shop().await;
     let (listen, sync) = start(&p).await;
     (p, listen, sync)
 }
