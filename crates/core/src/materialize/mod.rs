@@ -396,14 +396,7 @@ impl<'h> Materializer<'h> {
     ) -> Result<Materialized, MaterializeError<S::Error>> {
         let mut stats = QueryStats::default();
         let mut masters = Vec::new();
-        let mut distinct: Vec<&Vec<Cell>> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for k in keys {
-            self.check_arity(k)?;
-            if seen.insert(match_key(k)) {
-                distinct.push(k);
-            }
-        }
+        let distinct = self.distinct_keys(keys)?;
         for chunk in distinct.chunks(plan::MAX_IN_VALUES / self.handler.primary_key.len().max(1)) {
             let (sql, params) = self.plan.master_keys(chunk);
             masters.extend(self.run_master(source, &sql, params, &mut stats).await?);
@@ -435,14 +428,7 @@ impl<'h> Materializer<'h> {
         keys: &[Vec<Cell>],
     ) -> Result<(Vec<DocumentRef>, QueryStats), MaterializeError<S::Error>> {
         let mut stats = QueryStats::default();
-        let mut distinct: Vec<&Vec<Cell>> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for k in keys {
-            self.check_arity(k)?;
-            if seen.insert(match_key(k)) {
-                distinct.push(k);
-            }
-        }
+        let distinct = self.distinct_keys(keys)?;
         let m = self.handler.master();
         let mut refs = Vec::new();
         for chunk in distinct.chunks(plan::MAX_IN_VALUES / self.handler.primary_key.len().max(1)) {
@@ -473,6 +459,22 @@ impl<'h> Materializer<'h> {
             }
         }
         Ok((refs, stats))
+    }
+
+    /// Each key once (by [`match_key`]), in first-seen order, after checking its arity.
+    fn distinct_keys<'k, E: std::error::Error>(
+        &self,
+        keys: &'k [Vec<Cell>],
+    ) -> Result<Vec<&'k Vec<Cell>>, MaterializeError<E>> {
+        let mut distinct = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for k in keys {
+            self.check_arity(k)?;
+            if seen.insert(match_key(k)) {
+                distinct.push(k);
+            }
+        }
+        Ok(distinct)
     }
 
     async fn run_master<S: RowSource>(
