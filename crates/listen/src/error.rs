@@ -30,6 +30,19 @@ pub enum ListenError {
          for every task on this database (in that order, so no change is missed)"
     )]
     Purged { position: String, oldest: String },
+    #[error(
+        "the source cannot start after GTID {gtid}: {message}. Start listen from a place \
+         the source has instead (`--from now`, `--from earliest` or `--from <file>:<offset>`; \
+         SHOW BINARY LOGS lists the files), then run `update` for every task on this \
+         database (in that order, so no change is missed)"
+    )]
+    GtidRejected { gtid: String, message: String },
+    #[error("--from {gtid}: the source is {server}; give a GTID of its form ({form})")]
+    GtidForm {
+        gtid: String,
+        server: &'static str,
+        form: &'static str,
+    },
 }
 
 impl ListenError {
@@ -68,9 +81,11 @@ impl Transient for ListenError {
                 ) || matches!(source, mee_mysql::mysql_async::Error::Server(s) if TRANSIENT_CODES.contains(&s.code))
             }
             ListenError::StreamEnded { .. } | ListenError::Delivery { .. } => true,
-            ListenError::Decode { .. } | ListenError::Source(_) | ListenError::Purged { .. } => {
-                false
-            }
+            ListenError::Decode { .. }
+            | ListenError::Source(_)
+            | ListenError::Purged { .. }
+            | ListenError::GtidRejected { .. }
+            | ListenError::GtidForm { .. } => false,
         }
     }
 }

@@ -7,12 +7,15 @@
 
 mod checks;
 mod error;
+mod gtid;
+mod locate;
 mod metrics;
 mod reader;
 mod session;
 mod start;
 
 pub use error::ListenError;
+pub use gtid::{GtidError, GtidSet};
 pub use start::StartFrom;
 
 use clap::Parser;
@@ -44,9 +47,18 @@ pub struct Cli {
     /// Logical database to read, as named by a [mysql.<database>] section of the app config.
     #[arg(short = 'd', long)]
     pub database: String,
-    /// Where to start: now, earliest, or <file>:<offset>. Used when no position is saved;
-    /// overrides a saved one (with a warning). Default: the saved position, else now.
-    #[arg(long)]
+    /// Where to start: now, earliest, <file>:<offset>, or a GTID. Used when no position
+    /// is saved; overrides a saved one (with a warning). Default: the saved position, else
+    /// now.
+    ///
+    /// A GTID starts *after* the given transactions, as a replica that has applied them:
+    /// MariaDB `domain-server-seq` (e.g. 0-1-57; a comma-separated list, one per domain;
+    /// domains left out are read from their beginning); MySQL a GTID set
+    /// `<uuid>:<interval>[:<interval>]...[,<uuid>:...]` of the transactions applied (e.g.
+    /// <uuid>:1-57 starts after 57; <uuid>:57 alone would ask for 1-56 too). The source
+    /// finds where that is; from there listen reads, saves and resumes by file:offset. A
+    /// GTID the source does not have is an error.
+    #[arg(long, verbatim_doc_comment)]
     pub from: Option<StartFrom>,
     /// App config file (TOML); MEE__<SECTION>__<KEY> environment variables override it.
     #[arg(long, env = "MEE_CONFIG", default_value = "conf/app.toml")]
@@ -128,8 +140,17 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
         &redact_url(cfg.redis.url.expose()),
     );
     let saved = store.load().await?;
-    let start = start_position(&mut conn, db, saved.clone(), cli.from.as_ref()).await?;
+    let source = locate::Source {
+        database: db,
+        cfg: mysql_cfg,
+        server_id,
+        is_mariadb: info.is_mariadb,
+    };
+    let start = start_position(&mut conn, &svc, source, saved.as_ref(), cli.from.as_ref()).await;
     conn.disconnect().await.ok();
+    let Some(start) = start? else {
+        return stopped(svc).await;
+    };
     // Persist the start at once: a crash before the first periodic save must resume
     // here, not at "now" (which would skip what happened in between).
     if saved.as_ref() != Some(&start) {
@@ -163,6 +184,10 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
             Ok(()) if svc.shutdown.is_cancelled() => break Ok(()),
             Ok(()) => {}
             Err(e) if e.is_transient() && !svc.shutdown.is_cancelled() => {
+                // A session that got somewhere was a recovery: start the backoff over.
+                if confirmed_tx.borrow().position != from {
+                    backoff.reset();
+                }
                 let delay = backoff.next_delay();
                 svc.health.set_unhealthy(format!("reconnecting: {e}"));
                 tracing::warn!(error = %e, ?delay, "lost the source or Kafka; resuming from the last confirmed position");
@@ -191,45 +216,87 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The position to start from, refusing one the source no longer has.
+/// The position to start from, refusing one the source no longer has; `None` when
+/// shut down meanwhile.
 async fn start_position(
     conn: &mut mee_mysql::mysql_async::Conn,
-    db: &str,
-    saved: Option<BinlogPosition>,
+    svc: &Service,
+    source: locate::Source<'_>,
+    saved: Option<&BinlogPosition>,
     from: Option<&StartFrom>,
-) -> Result<BinlogPosition, ListenError> {
-    let files: Vec<(String, u64)> = conn
-        .query_map("SHOW BINARY LOGS", |row: mee_mysql::mysql_async::Row| {
-            (
-                row.get::<String, _>(0).unwrap_or_default(),
-                row.get::<u64, _>(1).unwrap_or(0),
-            )
-        })
-        .await
-        .map_err(|e| ListenError::mysql(db, "SHOW BINARY LOGS", e))?;
-    let oldest = files.first().map(|(f, _)| f.clone()).unwrap_or_default();
-    let choice = match (saved, from) {
-        (Some(saved), Some(from)) => {
-            tracing::warn!(saved = %saved, from = %from, "--from overrides the saved position");
-            from.clone()
-        }
-        (Some(saved), None) => StartFrom::Position(saved),
-        (None, Some(from)) => from.clone(),
-        (None, None) => StartFrom::Now,
-    };
-    let position = match choice {
+) -> Result<Option<BinlogPosition>, ListenError> {
+    let db = source.database;
+    let files = binary_logs(conn, db).await?;
+    let oldest = files.first().cloned().unwrap_or_default();
+    let position = match choose(saved, from) {
         StartFrom::Now => mee_mysql::binlog_position(conn, db).await?,
         StartFrom::Earliest => BinlogPosition::new(oldest.clone(), 4),
         StartFrom::Position(p) => p,
+        StartFrom::Gtid(gtid) => {
+            let newest = files.last().cloned().unwrap_or_default();
+            let located = svc
+                .connect("mysql", || locate::locate(source, &gtid, &newest))
+                .await?;
+            let Some(position) = located else {
+                return Ok(None);
+            };
+            warn_if_behind(&position, saved);
+            position
+        }
     };
-    if !files.iter().any(|(f, _)| *f == position.file) {
+    if !files.contains(&position.file) {
         return Err(ListenError::Purged {
             position: position.to_string(),
             oldest,
         });
     }
     tracing::info!(start = %position, "start position");
-    Ok(position)
+    Ok(Some(position))
+}
+
+/// `--from` if given (it overrides a saved position), else the saved position, else now.
+fn choose(saved: Option<&BinlogPosition>, from: Option<&StartFrom>) -> StartFrom {
+    match (saved, from) {
+        (Some(saved), Some(from)) => {
+            tracing::warn!(saved = %saved, from = %from, "--from overrides the saved position");
+            from.clone()
+        }
+        (Some(saved), None) => StartFrom::Position(saved.clone()),
+        (None, Some(from)) => from.clone(),
+        (None, None) => StartFrom::Now,
+    }
+}
+
+/// The names of the binlog files the source has, oldest first.
+async fn binary_logs(
+    conn: &mut mee_mysql::mysql_async::Conn,
+    db: &str,
+) -> Result<Vec<String>, ListenError> {
+    conn.query_map("SHOW BINARY LOGS", |row: mee_mysql::mysql_async::Row| {
+        row.get::<String, _>(0).unwrap_or_default()
+    })
+    .await
+    .map_err(|e| ListenError::mysql(db, "SHOW BINARY LOGS", e))
+}
+
+/// Versions are file number << 32 | offset: a GTID that starts before the saved
+/// position makes them go backwards. On the same server that only publishes events
+/// again (harmless); on another one (a failover), Elasticsearch would take the new
+/// changes for old ones and ignore them.
+fn warn_if_behind(start: &BinlogPosition, saved: Option<&BinlogPosition>) {
+    if is_behind(start, saved) {
+        tracing::warn!(
+            start = %start,
+            saved = ?saved.map(ToString::to_string),
+            "the GTID starts before the saved position, so versions (file number, offset) go \
+             backwards: if this is another server than before, Elasticsearch will ignore changes \
+             as older than what it has; run `update` for every task on this database"
+        );
+    }
+}
+
+fn is_behind(start: &BinlogPosition, saved: Option<&BinlogPosition>) -> bool {
+    saved.is_some_and(|s| start.binlog_cmp(s) == Some(std::cmp::Ordering::Less))
 }
 
 /// Write the confirmed position to Redis every second while it moves, and once more
@@ -368,6 +435,29 @@ mod tests {
         assert_eq!(cli.database, "shop");
         assert_eq!(cli.from, Some(StartFrom::Earliest));
         assert_eq!(cli.config, PathBuf::from("conf/app.toml"));
+    }
+
+    #[test]
+    fn a_gtid_start_before_the_saved_position_is_behind() {
+        let saved = BinlogPosition::new("mariadb-bin.000007", 400);
+        let at = |file: &str, offset| BinlogPosition::new(file, offset);
+        assert!(is_behind(&at("mariadb-bin.000007", 399), Some(&saved)));
+        assert!(is_behind(&at("mariadb-bin.000002", 9000), Some(&saved)));
+        assert!(!is_behind(&at("mariadb-bin.000007", 400), Some(&saved)));
+        assert!(!is_behind(&at("mariadb-bin.000008", 4), Some(&saved)));
+        assert!(!is_behind(&at("mariadb-bin.000001", 4), None));
+    }
+
+    #[test]
+    fn from_overrides_the_saved_position() {
+        let saved = BinlogPosition::new("mariadb-bin.000007", 400);
+        let gtid = StartFrom::Gtid("0-1-5".parse().expect("gtid"));
+        assert_eq!(choose(Some(&saved), Some(&gtid)), gtid);
+        assert_eq!(
+            choose(Some(&saved), None),
+            StartFrom::Position(saved.clone())
+        );
+        assert_eq!(choose(None, None), StartFrom::Now);
     }
 
     #[test]

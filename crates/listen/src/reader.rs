@@ -58,7 +58,7 @@ impl std::fmt::Debug for Reader {
 }
 
 /// How often an idle source sends a heartbeat.
-const HEARTBEAT_NS: u64 = 1_000_000_000;
+pub(crate) const HEARTBEAT_NS: u64 = 1_000_000_000;
 
 impl Reader {
     /// Register as replica `server_id` and request the binlog from `from`.
@@ -355,7 +355,7 @@ fn mariadb_gtid(data: &[u8], server_id: u32) -> Option<String> {
 /// (the fake rotate event at the start of a stream comes with its checksum). Binlog
 /// names are `<base>.<number>` with a fixed number width, as in `known` (the file we
 /// asked for).
-fn clean_file_name(name: &str, known: &str) -> String {
+pub(crate) fn clean_file_name(name: &str, known: &str) -> String {
     if let Some((base, number)) = known.rsplit_once('.') {
         let prefix = format!("{base}.");
         if let Some(rest) = name.strip_prefix(&prefix) {
@@ -439,6 +439,16 @@ mod tests {
         assert_eq!(
             clean_file_name("mysql-bin.000042", "mysql-bin.000041"),
             "mysql-bin.000042"
+        );
+        // As MariaDB 10.11 sends it at the start of a GTID dump: the name, then CRC32.
+        assert_eq!(
+            clean_file_name("mariadb-bin.000011\u{13}\rhM", "mariadb-bin.000011"),
+            "mariadb-bin.000011"
+        );
+        // The checksum's first byte may be a digit: the template's width stops it.
+        assert_eq!(
+            clean_file_name("mariadb-bin.0000117\rhM", "mariadb-bin.000003"),
+            "mariadb-bin.000011"
         );
     }
 

@@ -9,12 +9,14 @@ use mee_core::config::MySqlConfig;
 use mee_core::event::ChangeKind;
 use mee_kafka::rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use mee_kafka::rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Events sent but not yet acknowledged, at most; reading pauses beyond it.
 const IN_FLIGHT: usize = 50_000;
+/// Waiting this long for one confirmation means Kafka is down or stuck: say so once.
+const STALLED_AFTER: Duration = Duration::from_secs(5);
 
 /// The last position every event before which Kafka confirmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +213,7 @@ async fn acknowledge_all(
     confirmed: &watch::Sender<Confirmed>,
     metrics: &Metrics,
 ) -> Result<(), ListenError> {
+    let mut stall = Stall::default();
     while let Some(p) = rx.recv().await {
         match p {
             Pending::Sent {
@@ -219,7 +222,7 @@ async fn acknowledge_all(
                 kind,
                 bytes,
                 position,
-            } => match delivery.await {
+            } => match stall.wait(delivery, confirmed).await {
                 Ok(Ok(_)) => {
                     metrics
                         .events_published
@@ -262,6 +265,49 @@ async fn acknowledge_all(
         }
     }
     Ok(())
+}
+
+/// Kafka not confirming: a warning when it starts, a note when it ends, nothing in
+/// between (librdkafka reconnects and resends by itself, in order; the saved position
+/// stays where Kafka confirmed everything before it).
+#[derive(Debug, Default)]
+struct Stall {
+    since: Option<Instant>,
+}
+
+impl Stall {
+    async fn wait(
+        &mut self,
+        delivery: DeliveryFuture,
+        confirmed: &watch::Sender<Confirmed>,
+    ) -> <DeliveryFuture as std::future::IntoFuture>::Output {
+        tokio::pin!(delivery);
+        loop {
+            match tokio::time::timeout(STALLED_AFTER, &mut delivery).await {
+                Ok(result) => {
+                    if matches!(result, Ok(Ok(_)))
+                        && let Some(since) = self.since.take()
+                    {
+                        tracing::info!(after = ?since.elapsed(), "Kafka confirms events again");
+                    }
+                    return result;
+                }
+                Err(_) if self.since.is_none() => {
+                    self.since = Instant::now()
+                        .checked_sub(STALLED_AFTER)
+                        .or(Some(Instant::now()));
+                    tracing::warn!(
+                        waited = ?STALLED_AFTER,
+                        confirmed = %confirmed.borrow().position,
+                        "Kafka has not confirmed an event for a while; waiting for it (the \
+                         producer reconnects and resends by itself) and keeping the saved \
+                         position where Kafka has everything before it"
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+    }
 }
 
 fn label(kind: ChangeKind) -> &'static str {

@@ -1,5 +1,6 @@
 //! `--from`: where `listen` starts when nothing is saved (or to override what is).
 
+use crate::gtid::GtidSet;
 use mee_core::BinlogPosition;
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +13,9 @@ pub enum StartFrom {
     Earliest,
     /// An explicit `file:offset` (the start of a transaction).
     Position(BinlogPosition),
+    /// After the given transactions, as a replica that has applied them would: the
+    /// server finds where that is; `listen` goes on by file:offset from there.
+    Gtid(GtidSet),
 }
 
 impl FromStr for StartFrom {
@@ -21,14 +25,19 @@ impl FromStr for StartFrom {
         match s {
             "now" => Ok(StartFrom::Now),
             "earliest" => Ok(StartFrom::Earliest),
-            _ if is_gtid(s) => Err(format!(
-                "GTID start positions (`{s}`) are not supported yet; give a `file:offset` \
-                 (SHOW BINLOG EVENTS / SHOW MASTER STATUS show them)"
-            )),
+            _ if GtidSet::looks_like(s) => s
+                .parse::<GtidSet>()
+                .map(StartFrom::Gtid)
+                .map_err(|e| e.to_string()),
             _ => s
                 .parse::<BinlogPosition>()
                 .map(StartFrom::Position)
-                .map_err(|e| format!("{e}; expected now, earliest or <file>:<offset>")),
+                .map_err(|e| {
+                    format!(
+                        "{e}; expected now, earliest, <file>:<offset> or a GTID \
+                     (MariaDB 0-1-57, MySQL <server uuid>:1-57)"
+                    )
+                }),
         }
     }
 }
@@ -39,15 +48,9 @@ impl fmt::Display for StartFrom {
             StartFrom::Now => f.write_str("now"),
             StartFrom::Earliest => f.write_str("earliest"),
             StartFrom::Position(p) => write!(f, "{p}"),
+            StartFrom::Gtid(g) => write!(f, "GTID {g}"),
         }
     }
-}
-
-/// `0-1-42` (MariaDB) or `uuid:1-42` (MySQL).
-fn is_gtid(s: &str) -> bool {
-    let mariadb = s.split('-').count() == 3 && s.split('-').all(|p| p.parse::<u64>().is_ok());
-    let mysql = s.len() > 36 && s.as_bytes().get(36) == Some(&b':');
-    mariadb || mysql
 }
 
 #[cfg(test)]
@@ -65,17 +68,30 @@ mod tests {
                 4
             )))
         );
-        assert!(
-            "0-1-42"
-                .parse::<StartFrom>()
-                .unwrap_err()
-                .contains("not supported yet")
+        assert_eq!(
+            "0-1-42,1-1-7".parse::<StartFrom>(),
+            Ok(StartFrom::Gtid("0-1-42,1-1-7".parse().expect("gtid")))
         );
-        assert!(
-            "yesterday"
-                .parse::<StartFrom>()
-                .unwrap_err()
-                .contains("expected now")
+        let mysql = "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-42";
+        let from = mysql.parse::<StartFrom>().expect("a MySQL GTID set");
+        assert_eq!(
+            from.to_string(),
+            "GTID 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-42"
         );
+    }
+
+    #[test]
+    fn bad_values_say_what_is_expected() {
+        let err = "yesterday".parse::<StartFrom>().unwrap_err();
+        assert!(err.contains("expected now, earliest"), "{err}");
+        assert!(err.contains("GTID"), "{err}");
+        let err = "0-1-42,0-2-9".parse::<StartFrom>().unwrap_err();
+        assert!(err.contains("domain 0 twice"), "{err}");
+        let err = "0-1".parse::<StartFrom>().unwrap_err();
+        assert!(err.contains("not a MariaDB GTID"), "{err}");
+        let err = "3e11fa47-71ca-11e1-9e33-c80aa9429562:0"
+            .parse::<StartFrom>()
+            .unwrap_err();
+        assert!(err.contains("not a transaction interval"), "{err}");
     }
 }
