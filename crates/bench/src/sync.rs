@@ -1081,10 +1081,22 @@ async fn catch_up_in(
 
     // Ours.
     let received = sink.stats().docs_indexed;
+    let mysql_cpu = || mariadb_pid().and_then(cpu_secs).unwrap_or(f64::NAN);
+    let mysql_before = mysql_cpu();
     let start = Instant::now();
     stack.start_sync().await?;
     stack.wait_drained(Duration::from_secs(1800)).await?;
     let secs = start.elapsed().as_secs_f64();
+    let sync_cpu = stack
+        .sync
+        .as_ref()
+        .and_then(|p| cpu_secs(p.pid()))
+        .unwrap_or(f64::NAN);
+    let mysql_used = mysql_cpu() - mysql_before;
+    eprintln!(
+        "{}: CPU during the catch-up: sync {sync_cpu:.1} s, mariadbd {mysql_used:.1} s",
+        stack.name
+    );
     let docs_received = sink.stats().docs_indexed - received;
     let metrics = stack
         .sync
@@ -1106,6 +1118,23 @@ async fn catch_up_in(
     let batch_events_avg = metric("mee_sync_batch_events_sum") / batches;
     let bulks = metric("mee_sync_bulk_seconds_count");
     let bulk_secs = metric("mee_sync_bulk_seconds_sum");
+    let stages: Vec<String> = ["parse", "trace", "build", "write", "wait"]
+        .iter()
+        .map(|stage| {
+            let label = format!("stage=\"{stage}\"");
+            let secs: f64 = metrics
+                .lines()
+                .filter(|l| l.starts_with("mee_sync_stage_seconds_sum") && l.contains(&label))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            format!("{stage} {secs:.1} s")
+        })
+        .collect();
+    eprintln!(
+        "{}: time per stage, summed over batches: {}",
+        stack.name,
+        stages.join(", ")
+    );
     eprintln!(
         "{}: sync caught up {events} events in {secs:.1} s ({:.0}/s), {docs_received} docs; \
          {batches} batches, {bulks} bulks, {bulk_secs:.1} s in bulk",
@@ -1243,6 +1272,24 @@ async fn baseline(
 }
 
 /// The 1-minute load average, as text.
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`
+/// (clock ticks of 1/100 s, Linux's USER_HZ).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and
+    // 15th fields of the whole line.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// The local stack's MariaDB server process id.
+fn mariadb_pid() -> Option<u32> {
+    let path = mee_test_support::workspace_root().join(".dev/mariadb/mariadb.pid");
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()

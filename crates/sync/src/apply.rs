@@ -14,6 +14,7 @@ use mee_kafka::DeadLetterQueue;
 use mee_mysql::MySqlSource;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 /// A message as consumed.
 #[derive(Debug, Clone)]
@@ -43,7 +44,10 @@ pub(crate) struct BatchReport {
     pub deleted: u64,
     pub conflicts: u64,
     pub dead_lettered: u64,
-    pub bulk_latencies: Vec<std::time::Duration>,
+    pub bulk_latencies: Vec<Duration>,
+    /// Time spent per stage: parse, trace (finding the affected documents), build
+    /// (reading them from MySQL), write (Elasticsearch), dead_letter.
+    pub stages: Vec<(&'static str, Duration)>,
     /// Commit time of the newest event in the batch.
     pub newest_commit_ms: Option<u64>,
 }
@@ -81,6 +85,12 @@ impl Applier<'_> {
     /// whole batch (writes are versioned, so repeating them is harmless).
     pub async fn apply(&self, batch: &[Message]) -> Result<BatchReport, SyncError> {
         let mut report = BatchReport::default();
+        let mut clock = Instant::now();
+        let mut lap = |report: &mut BatchReport, stage: &'static str| {
+            let now = Instant::now();
+            report.stages.push((stage, now - clock));
+            clock = now;
+        };
         let mut letters = Vec::new();
         let mut events = Vec::with_capacity(batch.len());
         for msg in batch {
@@ -127,7 +137,19 @@ impl Applier<'_> {
             });
         }
 
-        let ops = self.operations(&changes, &master_ids).await?;
+        lap(&mut report, "parse");
+        let ops = self.operations(&changes, &master_ids, &mut report).await?;
+        // `operations` recorded its tracing; the rest of its time is building.
+        lap(&mut report, "build");
+        let traced: Duration = report
+            .stages
+            .iter()
+            .filter(|s| s.0 == "trace")
+            .map(|s| s.1)
+            .sum();
+        if let Some(build) = report.stages.last_mut() {
+            build.1 = build.1.saturating_sub(traced);
+        }
         if !ops.is_empty() {
             let outcome = self.writer.write(ops).await?;
             report.indexed = outcome.indexed;
@@ -137,6 +159,7 @@ impl Applier<'_> {
             for r in outcome.rejected {
                 letters.push(self.rejected(r));
             }
+            lap(&mut report, "write");
         }
         report.dead_lettered = letters.len() as u64;
         for letter in &letters {
@@ -150,6 +173,9 @@ impl Applier<'_> {
             );
             self.dlq.send(letter).await?;
         }
+        if !letters.is_empty() {
+            lap(&mut report, "dead_letter");
+        }
         Ok(report)
     }
 
@@ -159,6 +185,7 @@ impl Applier<'_> {
         &self,
         changes: &[RowChange<'_>],
         master_ids: &HashMap<Vec<MatchKey>, (String, Option<String>)>,
+        report: &mut BatchReport,
     ) -> Result<Vec<BulkOp>, SyncError> {
         if changes.is_empty() {
             return Ok(Vec::new());
@@ -166,7 +193,9 @@ impl Applier<'_> {
         if let Some(ops) = self.image_operations(changes) {
             return Ok(ops);
         }
+        let traced = Instant::now();
         let (affected, _) = self.materializer.affected(self.source, changes).await?;
+        report.stages.push(("trace", traced.elapsed()));
         if affected.is_empty() {
             return Ok(Vec::new());
         }

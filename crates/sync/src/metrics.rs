@@ -10,6 +10,7 @@ pub struct Metrics {
     pub documents: IntCounterVec,
     pub bulk_seconds: HistogramVec,
     pub batch_events: HistogramVec,
+    pub stage_seconds: HistogramVec,
     pub consumer_lag: IntGaugeVec,
     pub lag_seconds: GaugeVec,
     pub rebuild_needed: IntCounterVec,
@@ -58,6 +59,18 @@ impl Metrics {
                     .buckets(vec![1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 20000.0]),
                 GEN,
             )?,
+            stage_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "mee_sync_stage_seconds",
+                    "Time a batch spends per stage: parse, trace (finding affected documents), \
+                     build (reading them from MySQL), write (Elasticsearch), dead_letter, \
+                     wait (done, waiting for earlier batches before its offsets are committed)",
+                )
+                .buckets(vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                ]),
+                &labels(&["stage"]),
+            )?,
             consumer_lag: IntGaugeVec::new(
                 Opts::new(
                     "mee_sync_consumer_lag_messages",
@@ -92,6 +105,7 @@ impl Metrics {
         registry.register(Box::new(m.documents.clone()))?;
         registry.register(Box::new(m.bulk_seconds.clone()))?;
         registry.register(Box::new(m.batch_events.clone()))?;
+        registry.register(Box::new(m.stage_seconds.clone()))?;
         registry.register(Box::new(m.consumer_lag.clone()))?;
         registry.register(Box::new(m.lag_seconds.clone()))?;
         registry.register(Box::new(m.rebuild_needed.clone()))?;

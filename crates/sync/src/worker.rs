@@ -3,6 +3,8 @@
 
 use crate::apply::{Applier, BatchReport, Message, now_ms};
 use crate::{Shared, SyncError};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use mee_core::Backoff;
 use mee_core::generation::Generation;
 use mee_core::handler::Handler;
@@ -12,10 +14,11 @@ use mee_kafka::rdkafka::message::Message as _;
 use mee_kafka::rdkafka::{Offset, TopicPartitionList};
 use mee_mysql::MySqlSource;
 use mee_telemetry::{CancellationToken, retry_transient};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// Consume for `generation` until `stop` fires (then finish the batch in hand within
 /// the shutdown timeout, commit, and return) or a definite error.
@@ -90,8 +93,12 @@ pub async fn run(
     result
 }
 
+/// The pipeline: a reader task fills batches while up to `batches_in_flight` earlier
+/// ones are applied concurrently (versioned writes make their order irrelevant to
+/// Elasticsearch); offsets are committed strictly in read order, each batch's only
+/// once it and every batch before it are done.
 async fn consume(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     applier: &Applier<'_>,
     consumer: &Arc<StreamConsumer>,
     labels: &[&str; 2],
@@ -100,52 +107,132 @@ async fn consume(
 ) -> Result<(), SyncError> {
     let m = &shared.metrics;
     let settings = &shared.cfg.sync;
-    loop {
-        let batch = next_batch(consumer, shared, stop).await;
-        if batch.is_empty() {
-            if stop.is_cancelled() {
-                return Ok(());
-            }
-            m.lag_seconds.with_label_values(labels).set(0.0);
-            continue;
-        }
-        // After a stop request the batch in hand gets `shutdown_timeout_ms` to finish;
-        // past that it is abandoned uncommitted (and read again by whoever comes next).
-        let deadline = CancellationToken::new();
-        let guard = {
-            let (deadline, stop) = (deadline.clone(), stop.clone());
-            let timeout = Duration::from_millis(settings.shutdown_timeout_ms);
-            tokio::spawn(async move {
-                stop.cancelled().await;
-                tokio::time::sleep(timeout).await;
-                deadline.cancel();
-            })
-        };
-        let mut attempts = 0u32;
-        let applied = retry_transient("apply a batch", Backoff::default(), &deadline, || {
-            attempts += 1;
-            if attempts > 1 {
-                m.batch_failures.with_label_values(labels).inc();
-            }
-            applier.apply(&batch)
+    let (tx, mut batches) = mpsc::channel(1);
+    let reader = tokio::spawn(read_batches(
+        consumer.clone(),
+        shared.clone(),
+        stop.clone(),
+        tx,
+    ));
+    // After a stop request the batches in hand get `shutdown_timeout_ms` to finish;
+    // past that they are abandoned uncommitted (and read again by whoever comes next).
+    let deadline = CancellationToken::new();
+    let guard = {
+        let (deadline, stop) = (deadline.clone(), stop.clone());
+        let timeout = Duration::from_millis(settings.shutdown_timeout_ms);
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            tokio::time::sleep(timeout).await;
+            deadline.cancel();
         })
-        .await;
-        guard.abort();
-        let report = match applied {
-            None => {
-                tracing::warn!(
-                    events = batch.len(),
-                    "shutdown timeout: batch abandoned, not committed"
-                );
-                return Ok(());
+    };
+    let mut in_flight: FuturesOrdered<_> = FuturesOrdered::new();
+    let mut committed = Offsets::new();
+    let mut reading = true;
+    let result = loop {
+        tokio::select! {
+            // Finished batches first: they free a slot and their offsets move on.
+            biased;
+            Some(done) = in_flight.next() => {
+                let (batch, applied, done_at): Applied = done;
+                let report = match applied {
+                    None => {
+                        tracing::warn!(
+                            events = batch.len(),
+                            "shutdown timeout: batch abandoned, not committed"
+                        );
+                        break Ok(());
+                    }
+                    Some(Err(e)) => break Err(e),
+                    Some(Ok(r)) => r,
+                };
+                // Only this batch's partitions: one revoked earlier may have moved on
+                // under another consumer.
+                let touched = committed.advance(&batch);
+                let offsets = committed.list(|t, p| touched.contains(&(t, p)));
+                commit(shared, consumer, offsets, CommitMode::Async);
+                let mut report = report;
+                report.stages.push(("wait", done_at.elapsed()));
+                record(shared, labels, batch.len(), &report);
+                if let Some(ts) = report.newest_commit_ms {
+                    applied_ms.fetch_max(ts, Ordering::Relaxed);
+                }
             }
-            Some(Err(e)) => return Err(e),
-            Some(Ok(r)) => r,
-        };
-        commit(shared, consumer, &batch).await?;
-        record(shared, labels, batch.len(), &report);
-        if let Some(ts) = report.newest_commit_ms {
-            applied_ms.fetch_max(ts, Ordering::Relaxed);
+            received = batches.recv(), if reading && in_flight.len() < settings.batches_in_flight => {
+                match received {
+                    Some(batch) if batch.is_empty() => {
+                        if in_flight.is_empty() {
+                            m.lag_seconds.with_label_values(labels).set(0.0);
+                        }
+                    }
+                    Some(batch) => in_flight.push_back(apply_with_retry(applier, batch, &deadline, shared, labels)),
+                    None => reading = false,
+                }
+            }
+            else => break Ok(()),
+        }
+    };
+    guard.abort();
+    reader.abort();
+    // Asynchronous commits may still be queued: make the last ones certain, for the
+    // partitions still assigned.
+    let assigned = consumer.assignment().unwrap_or_default();
+    let offsets = committed.list(|t, p| assigned.find_partition(t, p).is_some());
+    if offsets.count() > 0 {
+        let (shared, consumer) = (shared.clone(), consumer.clone());
+        tokio::task::spawn_blocking(move || commit(&shared, &consumer, offsets, CommitMode::Sync))
+            .await
+            .expect("commit does not panic");
+    }
+    result
+}
+
+type Applied = (
+    Vec<Message>,
+    Option<Result<BatchReport, SyncError>>,
+    Instant,
+);
+
+/// Apply `batch`, retrying transient failures until `deadline`. Returns the batch, the
+/// outcome (`None`: abandoned at the deadline) and when it was done.
+async fn apply_with_retry(
+    applier: &Applier<'_>,
+    batch: Vec<Message>,
+    deadline: &CancellationToken,
+    shared: &Shared,
+    labels: &[&str; 2],
+) -> Applied {
+    let mut attempts = 0u32;
+    let applied = retry_transient("apply a batch", Backoff::default(), deadline, || {
+        attempts += 1;
+        if attempts > 1 {
+            shared
+                .metrics
+                .batch_failures
+                .with_label_values(labels)
+                .inc();
+        }
+        applier.apply(&batch)
+    })
+    .await;
+    (batch, applied, Instant::now())
+}
+
+/// Read batches until `stop` fires, sending each (an empty one when nothing came
+/// within the flush interval), then the last partial one, then close the channel.
+async fn read_batches(
+    consumer: Arc<StreamConsumer>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    tx: mpsc::Sender<Vec<Message>>,
+) {
+    loop {
+        let batch = next_batch(&consumer, &shared, &stop).await;
+        if (stop.is_cancelled() && batch.is_empty()) || tx.send(batch).await.is_err() {
+            return;
+        }
+        if stop.is_cancelled() {
+            return;
         }
     }
 }
@@ -195,32 +282,55 @@ async fn next_batch(
     batch
 }
 
-/// Commit, per partition, the offset after the last message of the batch.
-async fn commit(
+/// The next offset to commit per partition: after the last message of every batch
+/// applied so far.
+#[derive(Debug, Default)]
+struct Offsets(BTreeMap<(String, i32), i64>);
+
+impl Offsets {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// Move past `batch`; the partitions it touched.
+    fn advance<'b>(&mut self, batch: &'b [Message]) -> BTreeSet<(&'b str, i32)> {
+        let mut touched = BTreeSet::new();
+        for m in batch {
+            let e = self.0.entry((m.topic.clone(), m.partition)).or_insert(0);
+            *e = (*e).max(m.offset + 1);
+            touched.insert((m.topic.as_str(), m.partition));
+        }
+        touched
+    }
+
+    /// The offsets of the partitions `keep` selects.
+    fn list(&self, keep: impl Fn(&str, i32) -> bool) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.0 {
+            if !keep(topic, *partition) {
+                continue;
+            }
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .expect("a valid offset");
+        }
+        tpl
+    }
+}
+
+/// Commit `offsets`. Asynchronous commits return at once (librdkafka sends them in
+/// order); their failures are logged by the consumer and harmless: the events are
+/// applied again (by version, a no-op) by whoever reads them next.
+fn commit(
     shared: &Shared,
-    consumer: &Arc<StreamConsumer>,
-    batch: &[Message],
-) -> Result<(), SyncError> {
-    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-    for m in batch {
-        let e = next.entry((&m.topic, m.partition)).or_insert(0);
-        *e = (*e).max(m.offset + 1);
-    }
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
-            .expect("a valid offset");
-    }
-    let consumer = consumer.clone();
-    let result = tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
-        .await
-        .expect("commit does not panic");
-    if let Err(e) = result {
+    consumer: &StreamConsumer,
+    offsets: TopicPartitionList,
+    mode: CommitMode,
+) {
+    if let Err(e) = consumer.commit(&offsets, mode) {
         // A rebalance took the partitions: whoever has them now reads from the last
         // committed offset and applies those events again (harmless, by version).
         tracing::warn!(error = %e, brokers = %shared.cfg.kafka.brokers.join(","), "commit failed; the events will be applied again");
     }
-    Ok(())
 }
 
 fn record(shared: &Shared, labels: &[&str; 2], events: usize, r: &BatchReport) {
@@ -254,6 +364,11 @@ fn record(shared: &Shared, labels: &[&str; 2], events: usize, r: &BatchReport) {
     for d in &r.bulk_latencies {
         m.bulk_seconds
             .with_label_values(labels)
+            .observe(d.as_secs_f64());
+    }
+    for (stage, d) in &r.stages {
+        m.stage_seconds
+            .with_label_values(&[task, generation, stage])
             .observe(d.as_secs_f64());
     }
     m.batch_events
@@ -303,5 +418,40 @@ async fn watch_lag(
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = stop.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(topic: &str, partition: i32, offset: i64) -> Message {
+        Message {
+            topic: topic.into(),
+            partition,
+            offset,
+            payload: None,
+        }
+    }
+
+    #[test]
+    fn offsets_move_past_each_batch_and_list_only_the_chosen_partitions() {
+        let mut offsets = Offsets::new();
+        let batch = [msg("t", 0, 5), msg("t", 1, 9), msg("t", 0, 7)];
+        let touched = offsets.advance(&batch);
+        assert_eq!(touched, BTreeSet::from([("t", 0), ("t", 1)]));
+        let batch = [msg("t", 0, 8)];
+        let touched = offsets.advance(&batch);
+        let list = offsets.list(|t, p| touched.contains(&(t, p)));
+        assert_eq!(list.count(), 1);
+        assert_eq!(
+            list.find_partition("t", 0).map(|e| e.offset()),
+            Some(Offset::Offset(9))
+        );
+        let all = offsets.list(|_, _| true);
+        assert_eq!(
+            all.find_partition("t", 1).map(|e| e.offset()),
+            Some(Offset::Offset(10))
+        );
     }
 }

@@ -103,6 +103,11 @@ impl ServiceProcess {
         }
     }
 
+    /// The operating system's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The exit status, if the process has ended.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().expect("try_wait")

@@ -63,6 +63,11 @@ pub struct SyncConfig {
     /// ...or this long after its first event arrived.
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
+    /// Batches applied at once per generation: the next ones are read, traced and
+    /// rebuilt while earlier ones are written. Offsets are still committed in order,
+    /// each only after every earlier batch is done. 1: one batch at a time.
+    #[serde(default = "default_batches_in_flight")]
+    pub batches_in_flight: usize,
     /// How often the task's generations are read from Redis.
     #[serde(default = "default_generations_poll_ms")]
     pub generations_poll_ms: u64,
@@ -78,6 +83,7 @@ impl Default for SyncConfig {
             flush_max_events: default_flush_max_events(),
             flush_max_bytes: default_flush_max_bytes(),
             flush_interval_ms: default_flush_interval_ms(),
+            batches_in_flight: default_batches_in_flight(),
             generations_poll_ms: default_generations_poll_ms(),
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
         }
@@ -111,6 +117,9 @@ fn default_flush_max_bytes() -> usize {
 fn default_flush_interval_ms() -> u64 {
     100
 }
+fn default_batches_in_flight() -> usize {
+    4
+}
 fn default_generations_poll_ms() -> u64 {
     2000
 }
@@ -143,6 +152,9 @@ pub(super) fn problems(update: &UpdateConfig, sync: &SyncConfig) -> Vec<(String,
     if !(1..=60_000).contains(&sync.flush_interval_ms) {
         bad("sync.flush_interval_ms", "must be between 1 and 60000");
     }
+    if !(1..=64).contains(&sync.batches_in_flight) {
+        bad("sync.batches_in_flight", "must be between 1 and 64");
+    }
     if sync.generations_poll_ms < 100 {
         bad("sync.generations_poll_ms", "must be at least 100");
     }
@@ -169,6 +181,7 @@ mod tests {
         };
         let sync = SyncConfig {
             flush_interval_ms: 0,
+            batches_in_flight: 0,
             ..SyncConfig::default()
         };
         let keys: Vec<String> = problems(&update, &sync).into_iter().map(|p| p.0).collect();
@@ -177,7 +190,8 @@ mod tests {
             [
                 "update.page_size",
                 "update.load_gc_deletes",
-                "sync.flush_interval_ms"
+                "sync.flush_interval_ms",
+                "sync.batches_in_flight"
             ]
         );
         assert!(valid_time_value("90m") && valid_time_value("3600s") && !valid_time_value("h"));
