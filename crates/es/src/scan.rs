@@ -145,6 +145,7 @@ struct Hit {
 pub struct IdScroll {
     client: Elasticsearch,
     index: String,
+    query: Value,
     keep_alive: String,
     size: usize,
     scroll_id: Option<String>,
@@ -156,9 +157,21 @@ impl IdScroll {
     /// Nothing is sent until the first [`IdScroll::next_page`]. `keep_alive` is how long
     /// the cluster keeps the scroll between pages (e.g. `5m`).
     pub fn new(client: Elasticsearch, index: &str, size: usize, keep_alive: &str) -> Self {
+        Self::matching(client, index, json!({"match_all": {}}), size, keep_alive)
+    }
+
+    /// As [`IdScroll::new`], for the documents `query` (a Query DSL object) matches.
+    pub fn matching(
+        client: Elasticsearch,
+        index: &str,
+        query: Value,
+        size: usize,
+        keep_alive: &str,
+    ) -> Self {
         Self {
             client,
             index: index.to_string(),
+            query,
             keep_alive: keep_alive.to_string(),
             size: size.max(1),
             scroll_id: None,
@@ -185,7 +198,7 @@ impl IdScroll {
                     "size": self.size,
                     "_source": false,
                     "sort": ["_doc"],
-                    "query": {"match_all": {}},
+                    "query": self.query,
                 }))
                 .send()
                 .await;

@@ -7,9 +7,12 @@ use crate::SyncError;
 use mee_core::dead_letter::DeadLetter;
 use mee_core::event::{ChangeEvent, ChangeKind};
 use mee_core::generation::Generation;
-use mee_core::materialize::{Materializer, RowChange, match_key};
+use mee_core::materialize::{
+    AffectedKey, DocumentQuery, IdInverter, Materializer, RowChange, match_key,
+};
 use mee_core::value::{Cell, MatchKey};
-use mee_es::{BulkAction, BulkOp, BulkWriter};
+use mee_es::elasticsearch::Elasticsearch;
+use mee_es::{BulkAction, BulkOp, BulkWriter, IdScroll};
 use mee_kafka::DeadLetterQueue;
 use mee_mysql::MySqlSource;
 use serde_json::{Map, Value};
@@ -60,7 +63,17 @@ pub(crate) struct Applier<'h> {
     pub source: &'h MySqlSource,
     pub writer: &'h BulkWriter,
     pub dlq: &'h DeadLetterQueue,
+    pub es: &'h Elasticsearch,
+    /// Document ids → master keys, for the documents a `query` search finds (`None`
+    /// when no item needs one).
+    pub inverter: Option<IdInverter>,
 }
+
+/// `query` searches per request (Elasticsearch limits the clauses of one query).
+const SEARCHES_PER_REQUEST: usize = 256;
+/// Ids per page of a search's scroll, and how long the scroll lives between pages.
+const SEARCH_PAGE: usize = 1000;
+const SEARCH_KEEP_ALIVE: &str = "1m";
 
 fn kind_name(k: ChangeKind) -> &'static str {
     match k {
@@ -138,17 +151,13 @@ impl Applier<'_> {
         }
 
         lap(&mut report, "parse");
+        let before = report.stages.len();
         let ops = self.operations(&changes, &master_ids, &mut report).await?;
-        // `operations` recorded its tracing; the rest of its time is building.
+        // `operations` recorded its tracing and searching; the rest is building.
+        let inner: Duration = report.stages[before..].iter().map(|s| s.1).sum();
         lap(&mut report, "build");
-        let traced: Duration = report
-            .stages
-            .iter()
-            .filter(|s| s.0 == "trace")
-            .map(|s| s.1)
-            .sum();
         if let Some(build) = report.stages.last_mut() {
-            build.1 = build.1.saturating_sub(traced);
+            build.1 = build.1.saturating_sub(inner);
         }
         if !ops.is_empty() {
             let outcome = self.writer.write(ops).await?;
@@ -194,15 +203,22 @@ impl Applier<'_> {
             return Ok(ops);
         }
         let traced = Instant::now();
-        let (affected, _) = self.materializer.affected(self.source, changes).await?;
+        let found = self.materializer.affected(self.source, changes).await?;
         report.stages.push(("trace", traced.elapsed()));
+        let mut affected = found.keys;
+        if !found.queries.is_empty() {
+            let searched = Instant::now();
+            affected.extend(self.search(&found.queries).await?);
+            report.stages.push(("search", searched.elapsed()));
+        }
         if affected.is_empty() {
             return Ok(Vec::new());
         }
-        let versions: HashMap<Vec<MatchKey>, u64> = affected
-            .iter()
-            .map(|a| (match_key(&a.key), a.version))
-            .collect();
+        let mut versions: HashMap<Vec<MatchKey>, u64> = HashMap::new();
+        for a in &affected {
+            let v = versions.entry(match_key(&a.key)).or_insert(0);
+            *v = (*v).max(a.version);
+        }
         let keys: Vec<Vec<Cell>> = affected.into_iter().map(|a| a.key).collect();
         let built = self.materializer.keys(self.source, &keys).await?;
         let index = &self.generation.index;
@@ -246,6 +262,36 @@ impl Applier<'_> {
             });
         }
         Ok(ops)
+    }
+
+    /// The master keys of the documents the searches find, after a refresh so that
+    /// what earlier batches wrote is seen. Each search's documents get the newest
+    /// version of its request: they are rebuilt from MySQL after every event of the
+    /// batch was committed there, so that version is already reflected.
+    async fn search(&self, queries: &[DocumentQuery]) -> Result<Vec<AffectedKey>, SyncError> {
+        let Some(inverter) = &self.inverter else {
+            return Ok(Vec::new());
+        };
+        let index = &self.generation.index;
+        mee_es::refresh(self.es, index).await?;
+        let mut keys = Vec::new();
+        for chunk in queries.chunks(SEARCHES_PER_REQUEST) {
+            let version = chunk.iter().map(|q| q.version).max().unwrap_or(0);
+            let body = self.materializer.search_body(chunk);
+            let mut scroll =
+                IdScroll::matching(self.es.clone(), index, body, SEARCH_PAGE, SEARCH_KEEP_ALIVE);
+            while let Some(hits) = scroll.next_page().await? {
+                for hit in hits {
+                    keys.extend(
+                        inverter
+                            .keys(&hit.id)
+                            .into_iter()
+                            .map(|key| AffectedKey { key, version }),
+                    );
+                }
+            }
+        }
+        Ok(keys)
     }
 
     /// For a handler whose document is the master row alone: the writes straight from

@@ -18,8 +18,9 @@ pub enum SyncError {
     #[error("generation {generation}: its handler copy does not parse:\n{message}")]
     Handler { generation: String, message: String },
     #[error(
-        "generation {generation}: sync cannot follow changes of these items (finding documents \
-         by `query` in Elasticsearch is not supported yet):\n  - {}", items.join("\n  - ")
+        "generation {generation}: sync cannot follow changes of these items (give each a \
+         `<column> = %<item>.<column>` condition, or a `query` and an invertible \
+         `document_id`):\n  - {}", items.join("\n  - ")
     )]
     Untraceable {
         generation: String,

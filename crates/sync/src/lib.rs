@@ -100,7 +100,8 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
         return stopped(svc).await;
     };
     let shared = Arc::new(Shared {
-        writer: mee_es::BulkWriter::new(es, cfg.elasticsearch.bulk.clone()),
+        writer: mee_es::BulkWriter::new(es.clone(), cfg.elasticsearch.bulk.clone()),
+        es,
         cfg,
         metrics,
         dlq,
@@ -115,6 +116,7 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
 pub(crate) struct Shared {
     pub cfg: AppConfig,
     pub writer: mee_es::BulkWriter,
+    pub es: mee_es::elasticsearch::Elasticsearch,
     pub metrics: Metrics,
     pub dlq: mee_kafka::DeadLetterQueue,
 }

@@ -8,7 +8,7 @@ use futures_util::stream::FuturesOrdered;
 use mee_core::Backoff;
 use mee_core::generation::Generation;
 use mee_core::handler::Handler;
-use mee_core::materialize::Materializer;
+use mee_core::materialize::{IdInverter, Materializer};
 use mee_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use mee_kafka::rdkafka::message::Message as _;
 use mee_kafka::rdkafka::{Offset, TopicPartitionList};
@@ -43,6 +43,7 @@ pub async fn run(
             items: untraceable,
         });
     }
+    let searches = materializer.searches();
     let databases: Vec<&str> = handler
         .all_items()
         .iter()
@@ -65,6 +66,20 @@ pub async fn run(
         source: &source,
         writer: &shared.writer,
         dlq: &shared.dlq,
+        es: &shared.es,
+        // `untraceable()` above made sure the ids can be inverted when needed.
+        inverter: searches.then(|| IdInverter::new(&handler).ok()).flatten(),
+    };
+    // A search sees only what earlier batches have written: one batch at a time.
+    let in_flight = if searches {
+        tracing::info!(
+            generation = %generation.id,
+            "some items are found through their `query` in Elasticsearch: batches are applied \
+             one at a time"
+        );
+        1
+    } else {
+        shared.cfg.sync.batches_in_flight
     };
     let labels = [generation.task.as_str(), generation.id.as_str()];
     tracing::info!(
@@ -81,7 +96,16 @@ pub async fn run(
         applied_ms.clone(),
         stop.clone(),
     ));
-    let result = consume(&shared, &applier, &consumer, &labels, &applied_ms, &stop).await;
+    let result = consume(
+        &shared,
+        &applier,
+        &consumer,
+        in_flight,
+        &labels,
+        &applied_ms,
+        &stop,
+    )
+    .await;
     lag_task.abort();
     // A stopped generation's gauges would otherwise show their last value forever.
     let m = &shared.metrics;
@@ -101,6 +125,7 @@ async fn consume(
     shared: &Arc<Shared>,
     applier: &Applier<'_>,
     consumer: &Arc<StreamConsumer>,
+    batches_in_flight: usize,
     labels: &[&str; 2],
     applied_ms: &AtomicU64,
     stop: &CancellationToken,
@@ -158,7 +183,7 @@ async fn consume(
                     applied_ms.fetch_max(ts, Ordering::Relaxed);
                 }
             }
-            received = batches.recv(), if reading && in_flight.len() < settings.batches_in_flight => {
+            received = batches.recv(), if reading && in_flight.len() < batches_in_flight => {
                 match received {
                     Some(batch) if batch.is_empty() => {
                         if in_flight.is_empty() {

@@ -26,7 +26,7 @@ pub async fn check(handler_path: &Path, cfg: &AppConfig) -> anyhow::Result<Vec<S
         bail!(problem_list(
             &untraceable
                 .iter()
-                .map(|u| format!("{u} (sync would refuse it; finding documents by `query` in Elasticsearch is not supported yet)"))
+                .map(|u| format!("{u} (sync would refuse it)"))
                 .collect::<Vec<_>>()
         ));
     }

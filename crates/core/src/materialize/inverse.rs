@@ -7,10 +7,14 @@
 //! gives the master keys, with one indexed SQL lookup per step (none when the step
 //! reaches the master's primary key, as a nested child carrying its parent's id does).
 //!
+//! An item without such a link is found through its Elasticsearch `query` instead
+//! (see [`super::by_query`]): the caller searches for those documents.
+//!
 //! The result can be a superset (an item's other conditions are not applied), never a
 //! subset: every affected document is rebuilt from MySQL, so a superset costs a little
 //! work and a subset would lose a change.
 
+use super::by_query::{self, DocumentQuery};
 use super::plan::{MAX_IN_VALUES, Plan, quote};
 use super::{MaterializeError, QueryStats, RowSource};
 use crate::handler::placeholder::Ref;
@@ -165,14 +169,16 @@ impl Inverse<'_, '_> {
             .map(|(id, _)| id)
     }
 
-    /// Master keys affected by `changes`, each with the newest version affecting it.
+    /// Master keys affected by `changes`, each with the newest version affecting it,
+    /// and the searches for documents held by rows of items no SQL inverse reaches.
     pub async fn affected<S: RowSource>(
         &self,
         source: &S,
         changes: &[RowChange<'_>],
         stats: &mut QueryStats,
-    ) -> Res<Vec<AffectedKey>, S> {
+    ) -> Res<(Vec<AffectedKey>, Vec<DocumentQuery>), S> {
         let mut keys: HashMap<Vec<MatchKey>, AffectedKey> = HashMap::new();
+        let mut queries = Vec::new();
         // (item id, column) → values wanted, for the lookups.
         let mut lookups: HashMap<(usize, String), Wanted> = HashMap::new();
         for ch in changes {
@@ -205,6 +211,12 @@ impl Inverse<'_, '_> {
                             want(w, json_cell(v), ch.version);
                         }
                     }
+                } else if let Some(templates) = by_query::templates(item) {
+                    for img in images {
+                        if let Some(q) = by_query::render(item, templates, img, ch.version) {
+                            by_query::merge(&mut queries, q);
+                        }
+                    }
                 }
             }
         }
@@ -215,7 +227,7 @@ impl Inverse<'_, '_> {
         }
         let mut out: Vec<AffectedKey> = keys.into_values().collect();
         out.sort_by_key(|a| crate::materialize::match_key(&a.key));
-        Ok(out)
+        Ok((out, queries))
     }
 
     /// Master keys of the documents holding rows of item `id` whose `column` has one

@@ -7,10 +7,14 @@
 //! I/O of its own.
 
 mod assemble;
+mod by_query;
+mod id_key;
 mod inverse;
 mod plan;
 mod resolve;
 
+pub use by_query::DocumentQuery;
+pub use id_key::IdInverter;
 pub use inverse::{AffectedKey, RowChange, json_cell};
 
 use crate::Transient;
@@ -18,6 +22,15 @@ use crate::handler::Handler;
 use crate::value::{Cell, ColumnKind, MatchKey};
 use std::future::Future;
 use std::sync::Arc;
+
+/// What a batch of changes affects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Affected {
+    pub keys: Vec<AffectedKey>,
+    /// Searches for documents held by rows of items that only their `query` finds.
+    pub queries: Vec<DocumentQuery>,
+    pub stats: QueryStats,
+}
 
 /// A result column: its name and how its values convert to JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,24 +273,62 @@ impl<'h> Materializer<'h> {
         self.handler
     }
 
-    /// Items whose changed rows cannot be traced to documents: their statement has no
-    /// `<column> = %ref` condition. One message per item.
+    /// Items whose changed rows cannot be traced to documents, one message each: no
+    /// `<column> = %ref` condition and no `query`, a `query`
+    /// but a `document_id` that cannot be turned back into a key, or a link to an item
+    /// that only a `query` finds.
     pub fn untraceable(&self) -> Vec<String> {
-        self.plan
-            .items
-            .iter()
-            .zip(&self.links)
-            .enumerate()
-            .filter(|(id, (_, link))| *id != self.plan.master_id && link.is_none())
-            .map(|(_, (item, _))| {
-                format!(
-                    "item `{}` ({}.{}): its statement has no `<column> = %<item>.<column>` \
-                     condition, so a change to its table cannot be traced to the documents \
-                     it feeds",
-                    item.key, item.database, item.table
-                )
-            })
+        let inverter = IdInverter::new(self.handler).err();
+        (0..self.plan.items.len())
+            .filter_map(|id| self.why_untraceable(id, inverter.as_deref()))
             .collect()
+    }
+
+    fn why_untraceable(&self, id: usize, inverter: Option<&str>) -> Option<String> {
+        let item = self.plan.items[id];
+        let name = format!("item `{}` ({}.{})", item.key, item.database, item.table);
+        let mut at = id;
+        for _ in 0..=self.plan.items.len() {
+            if at == self.plan.master_id {
+                return None;
+            }
+            match &self.links[at] {
+                Some(link) => at = link.target,
+                None if at != id => {
+                    return Some(format!(
+                        "{name}: links to item `{}`, which has no `<column> = %<item>.<column>` \
+                         condition; a change can be traced through SQL links only",
+                        self.plan.items[at].key
+                    ));
+                }
+                None if by_query::templates(item).is_none() => {
+                    return Some(format!(
+                        "{name}: its statement has no `<column> = %<item>.<column>` condition \
+                         and it has no `query` (or `parent_query`), so a change to its table \
+                         cannot be traced to the documents it feeds"
+                    ));
+                }
+                None => {
+                    return inverter.map(|why| {
+                        format!(
+                            "{name}: is found through its `query` in Elasticsearch, which needs                              document ids turned back into master keys, but {why}"
+                        )
+                    });
+                }
+            }
+        }
+        Some(format!("{name}: its links go round in a circle"))
+    }
+
+    /// Whether some item is found through its `query` in Elasticsearch (see
+    /// [`Materializer::search_body`]).
+    pub fn searches(&self) -> bool {
+        (0..self.plan.items.len()).any(|id| id != self.plan.master_id && self.links[id].is_none())
+    }
+
+    /// The body (`query`) of one search for the documents any of `queries` asks for.
+    pub fn search_body(&self, queries: &[DocumentQuery]) -> serde_json::Value {
+        by_query::search_body(&by_query::nested_paths(&self.handler.group), queries)
     }
 
     /// Whether any item reads `database.table`.
@@ -304,19 +355,24 @@ impl<'h> Materializer<'h> {
     }
 
     /// The master keys of the documents that `changes` affect, each with the newest
-    /// version among the changes affecting it. May include keys without a document.
+    /// version among the changes affecting it (may include keys without a document),
+    /// and the searches that find the documents of items no SQL link reaches.
     pub async fn affected<S: RowSource>(
         &self,
         source: &S,
         changes: &[RowChange<'_>],
-    ) -> Result<(Vec<AffectedKey>, QueryStats), MaterializeError<S::Error>> {
+    ) -> Result<Affected, MaterializeError<S::Error>> {
         let mut stats = QueryStats::default();
         let inv = inverse::Inverse {
             plan: &self.plan,
             links: &self.links,
         };
-        let keys = inv.affected(source, changes, &mut stats).await?;
-        Ok((keys, stats))
+        let (keys, queries) = inv.affected(source, changes, &mut stats).await?;
+        Ok(Affected {
+            keys,
+            queries,
+            stats,
+        })
     }
 
     /// `_id` and routing of the document a master row image would have, for deleting

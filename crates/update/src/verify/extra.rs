@@ -3,9 +3,9 @@
 //! are looked up. Documents without a master row, or under a routing the document does
 //! not have, become suspects.
 
-use super::invert::IdInverter;
 use super::{Kind, RECHECK_BATCH, Suspect, Verifier};
 use anyhow::Context;
+use mee_core::materialize::IdInverter;
 use mee_core::value::Cell;
 use mee_es::IdScroll;
 use std::collections::HashMap;

@@ -26,7 +26,6 @@
 
 mod compare;
 mod extra;
-mod invert;
 mod lag;
 mod missing;
 mod recheck;

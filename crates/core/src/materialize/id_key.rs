@@ -7,8 +7,8 @@
 //! `%shop-%no` for a key (shop, no)). The candidates are checked by rendering the id of
 //! the master row found again, so an ambiguous split only costs a lookup.
 
-use mee_core::handler::Handler;
-use mee_core::value::Cell;
+use crate::handler::Handler;
+use crate::value::Cell;
 
 /// Most key candidates tried for one id (a separator that also occurs in the values
 /// makes several splits possible).
