@@ -1,6 +1,7 @@
 //! From a document `_id` back to the master key it could come from, by inverting the
-//! master's `document_id` template: needed to tell whether a document in the index
-//! still has a master row, without holding every id in memory.
+//! master's `document_id` template: `update --verify` tells whether a document in the
+//! index still has a master row without holding every id in memory, and `sync` turns
+//! the documents a `query` search finds into keys to rebuild.
 //!
 //! Invertible: templates whose placeholders are all primary-key columns, each key
 //! column appearing, with text between any two placeholders (`%id`, `user_%id`,
