@@ -48,8 +48,9 @@ pub(crate) struct BatchReport {
     pub conflicts: u64,
     pub dead_lettered: u64,
     pub bulk_latencies: Vec<Duration>,
-    /// Time spent per stage: parse, trace (finding the affected documents), build
-    /// (reading them from MySQL), write (Elasticsearch), dead_letter.
+    /// Time spent per stage: parse, trace (finding the affected documents), search
+    /// (items found by `query`), build (reading them from MySQL), write
+    /// (Elasticsearch), dead_letter.
     pub stages: Vec<(&'static str, Duration)>,
     /// Commit time of the newest event in the batch.
     pub newest_commit_ms: Option<u64>,

@@ -63,8 +63,9 @@ impl Metrics {
                 HistogramOpts::new(
                     "mee_sync_stage_seconds",
                     "Time a batch spends per stage: parse, trace (finding affected documents), \
-                     build (reading them from MySQL), write (Elasticsearch), dead_letter, \
-                     wait (done, waiting for earlier batches before its offsets are committed)",
+                     search (items found by `query` in Elasticsearch), build (reading them \
+                     from MySQL), write (Elasticsearch), dead_letter, wait (done, waiting for \
+                     earlier batches before its offsets are committed)",
                 )
                 .buckets(vec![
                     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
