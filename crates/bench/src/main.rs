@@ -2,6 +2,7 @@
 //! run, as ratios. Run through `scripts/bench`, which builds in release mode and
 //! brings the local stack up. Results go to stdout and `target/bench/report.md`.
 
+mod common;
 mod fixture;
 mod listen;
 mod materializer;

@@ -1,0 +1,319 @@
+//! (a) The steady-rate run: a paced writer of row changes, and the latency of each from
+//! its commit to visible (in the sink's receipts, or polled in the Elasticsearch API)
+//! and to readable from the change topic.
+
+use super::stack::Stack;
+use super::visible::{Sample, poll_visible};
+use super::{GIVE_UP, TARGET_MS};
+use crate::report::Row;
+use anyhow::{Context, ensure};
+use mee_kafka::rdkafka::Message as _;
+use mee_kafka::rdkafka::consumer::Consumer;
+use mee_kafka::rdkafka::{Offset, TopicPartitionList};
+use mee_mysql::mysql_async::{self, prelude::Queryable};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// One change: order id, send instant, commit instant, realtime-GET and search latency (s).
+type ChangeTiming = (u64, Instant, Instant, Option<f64>, Option<f64>);
+
+/// Receive instants per order id, from the sink's hook.
+pub(super) type Receipts = Arc<Mutex<HashMap<u64, Vec<Instant>>>>;
+
+pub(super) enum Target {
+    Sink(Receipts),
+    Es {
+        http: reqwest::Client,
+        base: String,
+        alias: String,
+    },
+}
+
+/// One steady run.
+pub(super) struct Steady {
+    pub(super) rate: u64,
+    /// Changes committed.
+    changes: u64,
+    /// First to last commit.
+    pub(super) commit_span: f64,
+    /// Latencies (ms, sorted; lost ones infinite) of the measured changes.
+    pub(super) lat: Vec<f64>,
+    /// Search-visible latencies (Elasticsearch API only).
+    pub(super) search: Vec<f64>,
+    /// Commit → readable from the change topic (every change).
+    kafka: Vec<f64>,
+}
+
+impl Steady {
+    pub(super) fn achieved(&self) -> f64 {
+        self.changes as f64 / self.commit_span.max(1e-9)
+    }
+
+    pub(super) fn p99(&self, v: &[f64]) -> f64 {
+        pct(v, 0.99)
+    }
+
+    pub(super) fn rows(&self, target: &str, v: &[f64]) -> Vec<Row> {
+        let lost = v.iter().filter(|x| x.is_infinite()).count();
+        let lost = if lost > 0 {
+            format!(", {lost} lost")
+        } else {
+            String::new()
+        };
+        ["p50", "p99", "max"]
+            .into_iter()
+            .zip([0.50, 0.99, 1.0])
+            .map(|(name, q)| {
+                let x = pct(v, q);
+                Row {
+                    figure: format!(
+                        "commit → visible, {} changes/s, {target}: {name} ({} samples{lost})",
+                        self.rate,
+                        v.len()
+                    ),
+                    measured: ms(x),
+                    baseline: "1 s (target)".into(),
+                    ratio: if name == "p99" {
+                        format!(
+                            "{:.2}{}",
+                            x / TARGET_MS,
+                            if x < TARGET_MS { " (met)" } else { " (missed)" }
+                        )
+                    } else {
+                        format!("{:.2}", x / TARGET_MS)
+                    },
+                }
+            })
+            .collect()
+    }
+
+    pub(super) fn note(&self, target: &str) -> String {
+        format!(
+            "Into {target}: {} changes in {:.1} s (achieved {:.0}/s); of the latency, \
+             commit → readable from the change topic (a tap consumer, every change): \
+             p50 {}, p99 {}, max {}.",
+            self.changes,
+            self.commit_span,
+            self.achieved(),
+            ms(pct(&self.kafka, 0.5)),
+            ms(pct(&self.kafka, 0.99)),
+            ms(pct(&self.kafka, 1.0)),
+        )
+    }
+}
+
+pub(super) fn pct(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+pub(super) fn ms(x: f64) -> String {
+    if x.is_infinite() {
+        format!("> {} s (lost)", GIVE_UP.as_secs())
+    } else if x >= 1000.0 {
+        format!("{:.2} s", x / 1000.0)
+    } else {
+        format!("{x:.0} ms")
+    }
+}
+
+/// `rate` changes/s for `secs`, sequence numbers from `seq0`; latencies per `target`.
+pub(super) async fn steady(
+    stack: &Stack,
+    pool: &mysql_async::Pool,
+    masters: u64,
+    rate: u64,
+    secs: u64,
+    seq0: u64,
+    target: &Target,
+) -> anyhow::Result<Steady> {
+    let total = rate * secs;
+    ensure!(
+        masters >= rate * 2,
+        "{masters} orders at {rate}/s: an order would change more than once per 2 s"
+    );
+    let sql = format!(
+        "UPDATE `{}`.orders SET status = ? WHERE id = ?",
+        stack.schema
+    );
+    // ~50 realtime-GET samples/s, a tenth of them also searched.
+    let every = (rate / 50).max(1);
+    let in_flight = Arc::new(Semaphore::new(64));
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut commits: Vec<(u64, Instant, Instant)> = Vec::with_capacity(total as usize);
+    let mut lat = Vec::new();
+    let mut search = Vec::new();
+    let mut collect = |done: anyhow::Result<ChangeTiming>,
+                       commits: &mut Vec<(u64, Instant, Instant)>|
+     -> anyhow::Result<()> {
+        let (id, sent, at, get, srch) = done?;
+        commits.push((id, sent, at));
+        lat.extend(get);
+        search.extend(srch);
+        Ok(())
+    };
+    // A tap on the change topic, from its current end: when each change is readable.
+    let tap_receipts: Receipts = Arc::default();
+    let tap_group = format!("{}_tap_{seq0}", stack.name);
+    let tap = {
+        let consumer = mee_kafka::consumer(&stack.cfg.kafka, &tap_group)?;
+        let mut tpl = TopicPartitionList::new();
+        for p in mee_kafka::end_offsets(&stack.cfg.kafka, &stack.topics(), Duration::from_secs(10))
+            .await?
+        {
+            tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.offset))?;
+        }
+        consumer.assign(&tpl)?;
+        let r = tap_receipts.clone();
+        tokio::spawn(async move {
+            loop {
+                match consumer.recv().await {
+                    Ok(m) => {
+                        let at = Instant::now();
+                        if let Some(id) = key_id(m.key()) {
+                            r.lock().unwrap().entry(id as u64).or_default().push(at);
+                        }
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        })
+    };
+    eprintln!("{}: {rate} changes/s for {secs} s", stack.name);
+    // Sampled changes, polled in bulk (one `_mget` per 25 ms, one `_search` per 100 ms).
+    let poller = match target {
+        Target::Es { http, base, alias } => {
+            let pending: Arc<Mutex<Vec<Sample>>> = Arc::default();
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let task = tokio::spawn(poll_visible(
+                http.clone(),
+                base.clone(),
+                alias.clone(),
+                pending.clone(),
+                done.clone(),
+            ));
+            Some((pending, done, task))
+        }
+        Target::Sink(_) => None,
+    };
+    for k in 0..total {
+        ticker.tick().await;
+        let permit = in_flight.clone().acquire_owned().await?;
+        let seq = seq0 + k;
+        let id = seq % masters + 1;
+        let (pool, sql) = (pool.clone(), sql.clone());
+        let probe = (k % every == 0)
+            .then(|| {
+                poller
+                    .as_ref()
+                    .map(|p| (p.0.clone(), k % (every * 10) == 0))
+            })
+            .flatten();
+        tasks.spawn(async move {
+            let mut conn = pool.get_conn().await?;
+            let sent = Instant::now();
+            conn.exec_drop(sql, (format!("s{seq}"), id)).await?;
+            let at = Instant::now();
+            drop(conn);
+            drop(permit);
+            let (get, srch): (Option<f64>, Option<f64>) = (None, None);
+            if let Some((pending, search)) = probe {
+                pending.lock().unwrap().push(Sample {
+                    id,
+                    seq,
+                    at,
+                    search,
+                });
+            }
+            anyhow::Ok((id, sent, at, get, srch))
+        });
+        while let Some(done) = tasks.try_join_next() {
+            collect(done?, &mut commits)?;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        collect(done?, &mut commits)?;
+    }
+    if let Some((_, done, task)) = poller {
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (g, sr) = task.await?;
+        lat = g;
+        search = sr;
+    }
+    let first = commits.iter().map(|c| c.2).min().context("no commits")?;
+    let last = commits.iter().map(|c| c.2).max().context("no commits")?;
+    if let Target::Sink(receipts) = target {
+        // Everything published is applied: the last receipts are in.
+        stack.wait_drained(GIVE_UP).await.ok();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        lat = first_after(&commits, &receipts.lock().unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tap.abort();
+    let _ = tap.await;
+    let _ = mee_kafka::delete_group(&stack.cfg.kafka, &tap_group, Duration::from_secs(10)).await;
+    let mut kafka = first_after(&commits, &tap_receipts.lock().unwrap());
+    kafka.sort_by(f64::total_cmp);
+    lat.sort_by(f64::total_cmp);
+    search.sort_by(f64::total_cmp);
+    let s = Steady {
+        rate,
+        changes: commits.len() as u64,
+        commit_span: (last - first).as_secs_f64(),
+        lat,
+        search,
+        kafka,
+    };
+    eprintln!(
+        "{}: {} changes, achieved {:.0}/s; p50 {} p99 {} max {} ({} samples); search p50 {} p99 {}; commit → topic p50 {} p99 {}",
+        stack.name,
+        s.changes,
+        s.achieved(),
+        ms(pct(&s.lat, 0.5)),
+        ms(pct(&s.lat, 0.99)),
+        ms(pct(&s.lat, 1.0)),
+        s.lat.len(),
+        ms(pct(&s.search, 0.5)),
+        ms(pct(&s.search, 0.99)),
+        ms(pct(&s.kafka, 0.5)),
+        ms(pct(&s.kafka, 0.99)),
+    );
+    Ok(s)
+}
+
+/// Per change `(id, sent, committed)`, ms from its commit (the UPDATE's return) to the
+/// first receipt of `id` after the UPDATE was sent, 0 when that came before the return
+/// was seen (infinite when none).
+fn first_after(
+    commits: &[(u64, Instant, Instant)],
+    receipts: &HashMap<u64, Vec<Instant>>,
+) -> Vec<f64> {
+    commits
+        .iter()
+        .map(|(id, sent, at)| {
+            receipts
+                .get(id)
+                .and_then(|ts| ts.iter().filter(|t| **t >= *sent).min())
+                .map_or(f64::INFINITY, |t| {
+                    t.saturating_duration_since(*at).as_secs_f64() * 1000.0
+                })
+        })
+        .collect()
+}
+
+/// The order id of a change message's key (`bench.orders:<id>`).
+pub(super) fn key_id(key: Option<&[u8]>) -> Option<usize> {
+    let key = std::str::from_utf8(key?).ok()?;
+    key.rsplit(':')
+        .next()?
+        .trim_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .ok()
+}

@@ -1,0 +1,127 @@
+//! Polling the Elasticsearch API until sampled changes are visible: by realtime
+//! `_mget`, and by `_search` (after a refresh).
+
+use super::GIVE_UP;
+use crate::common::es_call;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A sampled change: order `id` must carry status `s<seq>` or a later one.
+pub(super) struct Sample {
+    pub(super) id: u64,
+    pub(super) seq: u64,
+    pub(super) at: Instant,
+    pub(super) search: bool,
+}
+
+/// Poll the pending samples until each is visible (ms from its commit to the answer
+/// that showed it) or [`GIVE_UP`] passed (infinite): all realtime-GET samples with one
+/// `_mget` every 25 ms, the search samples with one `_search` by ids every 100 ms.
+/// Returns once `done` is set and nothing is pending: (GET, search) latencies.
+pub(super) async fn poll_visible(
+    http: reqwest::Client,
+    base: String,
+    alias: String,
+    pending: Arc<Mutex<Vec<Sample>>>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut got, mut searched) = (Vec::new(), Vec::new());
+    // Samples waiting for the GET, then (search samples) for the search.
+    let (mut get_q, mut search_q): (Vec<Sample>, Vec<Sample>) = (Vec::new(), Vec::new());
+    let seq_of = |v: &Value| {
+        v.as_str()
+            .and_then(|s| s.strip_prefix('s'))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    for round in 0u64.. {
+        get_q.append(&mut pending.lock().unwrap());
+        if done.load(std::sync::atomic::Ordering::Relaxed)
+            && get_q.is_empty()
+            && search_q.is_empty()
+        {
+            break;
+        }
+        if !get_q.is_empty() {
+            let ids: Vec<String> = get_q.iter().map(|s| s.id.to_string()).collect();
+            let body = json!({"ids": ids});
+            let answer = es_call(
+                &http,
+                &base,
+                "POST",
+                &format!("/{alias}/_mget"),
+                Some(&body),
+            )
+            .await
+            .ok();
+            let now = Instant::now();
+            let seen: HashMap<String, u64> = answer
+                .map(|(_, v)| v["docs"].as_array().cloned().unwrap_or_default())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|d| {
+                    Some((
+                        d["_id"].as_str()?.to_owned(),
+                        seq_of(&d["_source"]["status"])?,
+                    ))
+                })
+                .collect();
+            let mut keep = Vec::new();
+            for s in get_q.drain(..) {
+                if seen.get(&s.id.to_string()).is_some_and(|n| *n >= s.seq) {
+                    got.push((now - s.at).as_secs_f64() * 1000.0);
+                    if s.search {
+                        search_q.push(s);
+                    }
+                } else if now - s.at > GIVE_UP {
+                    got.push(f64::INFINITY);
+                    if s.search {
+                        searched.push(f64::INFINITY);
+                    }
+                } else {
+                    keep.push(s);
+                }
+            }
+            get_q = keep;
+        }
+        if round % 4 == 0 && !search_q.is_empty() {
+            let ids: Vec<String> = search_q.iter().map(|s| s.id.to_string()).collect();
+            let body = json!({"size": ids.len(), "query": {"ids": {"values": ids}}});
+            let answer = es_call(
+                &http,
+                &base,
+                "POST",
+                &format!("/{alias}/_search"),
+                Some(&body),
+            )
+            .await
+            .ok();
+            let now = Instant::now();
+            let seen: HashMap<String, u64> = answer
+                .map(|(_, v)| v["hits"]["hits"].as_array().cloned().unwrap_or_default())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|d| {
+                    Some((
+                        d["_id"].as_str()?.to_owned(),
+                        seq_of(&d["_source"]["status"])?,
+                    ))
+                })
+                .collect();
+            search_q.retain(|s| {
+                if seen.get(&s.id.to_string()).is_some_and(|n| *n >= s.seq) {
+                    searched.push((now - s.at).as_secs_f64() * 1000.0);
+                    false
+                } else if now - s.at > GIVE_UP {
+                    searched.push(f64::INFINITY);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    (got, searched)
+}
