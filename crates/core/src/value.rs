@@ -257,33 +257,33 @@ fn bytes(kind: ColumnKind, b: &[u8], decimal_as_number: bool, out: &mut dyn Sink
         ColumnKind::Bit => out.u64(b.iter().fold(0u64, |acc, byte| acc << 8 | u64::from(*byte))),
         ColumnKind::Json => match serde_json::from_slice::<Value>(b) {
             Ok(v) => out.json(&v),
-            Err(_) => out.str(&String::from_utf8_lossy(b)),
+            Err(_) => out.str(&text(b)),
         },
         ColumnKind::Decimal => {
-            let text = String::from_utf8_lossy(b);
+            let t = text(b);
             if decimal_as_number {
-                out.decimal(&text)
+                out.decimal(&t)
             } else {
-                out.str(&text)
+                out.str(&t)
             }
         }
         // The text protocol delivers numbers and dates as text; parse them back.
         ColumnKind::Int | ColumnKind::Year => {
-            let s = String::from_utf8_lossy(b);
+            let s = text(b);
             match s.parse::<i64>() {
                 Ok(i) => out.i64(i),
                 Err(_) => out.str(&s),
             }
         }
         ColumnKind::UInt => {
-            let s = String::from_utf8_lossy(b);
+            let s = text(b);
             match s.parse::<u64>() {
                 Ok(u) => out.u64(u),
                 Err(_) => out.str(&s),
             }
         }
         ColumnKind::Float | ColumnKind::Double => {
-            let s = String::from_utf8_lossy(b);
+            let s = text(b);
             match s.parse::<f64>() {
                 Ok(f) => out.f64(f),
                 Err(_) => out.str(&s),
@@ -293,7 +293,7 @@ fn bytes(kind: ColumnKind, b: &[u8], decimal_as_number: bool, out: &mut dyn Sink
         | ColumnKind::DateTime { .. }
         | ColumnKind::Timestamp { .. }
         | ColumnKind::Time { .. } => {
-            let s = String::from_utf8_lossy(b);
+            let s = text(b);
             if s.starts_with("0000-00-00") {
                 return out.null();
             }
@@ -310,9 +310,16 @@ fn bytes(kind: ColumnKind, b: &[u8], decimal_as_number: bool, out: &mut dyn Sink
                 base64::engine::general_purpose::STANDARD.encode(b)
             )),
         },
-        ColumnKind::Enum | ColumnKind::Set | ColumnKind::Text => {
-            out.str(&String::from_utf8_lossy(b))
-        }
+        ColumnKind::Enum | ColumnKind::Set | ColumnKind::Text => out.str(&text(b)),
+    }
+}
+
+/// `b` as text: borrowed when it is UTF-8 (the usual case, checked with the fast
+/// validator), else with replacement characters as `String::from_utf8_lossy` gives.
+fn text(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
     }
 }
 

@@ -19,16 +19,33 @@ use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-/// A message as consumed.
+/// A message as consumed, parsed as it is read (on the reader's thread, beside the
+/// batches being applied).
 #[derive(Debug, Clone)]
 pub(crate) struct Message {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
-    pub payload: Option<Vec<u8>>,
+    /// The change event, or why the payload is not one (with the payload, for the
+    /// dead letter).
+    pub event: Result<ChangeEvent, (String, Option<Vec<u8>>)>,
 }
 
 impl Message {
+    pub fn read(topic: &str, partition: i32, offset: i64, payload: Option<&[u8]>) -> Self {
+        let event = match payload.map(ChangeEvent::from_json) {
+            Some(Ok(e)) => Ok(e),
+            Some(Err(e)) => Err((e.to_string(), payload.map(<[u8]>::to_vec))),
+            None => Err(("empty message".to_string(), None)),
+        };
+        Self {
+            topic: topic.to_string(),
+            partition,
+            offset,
+            event,
+        }
+    }
+
     fn place(&self) -> String {
         format!("{}/{}@{}", self.topic, self.partition, self.offset)
     }
@@ -48,7 +65,7 @@ pub(crate) struct BatchReport {
     pub conflicts: u64,
     pub dead_lettered: u64,
     pub bulk_latencies: Vec<Duration>,
-    /// Time spent per stage: parse, trace (finding the affected documents), search
+    /// Time spent per stage: filter (skipping what the handler does not read), trace (finding the affected documents), search
     /// (items found by `query`), build (reading them from MySQL), write
     /// (Elasticsearch), dead_letter.
     pub stages: Vec<(&'static str, Duration)>,
@@ -108,16 +125,17 @@ impl Applier<'_> {
         let mut letters = Vec::new();
         let mut events = Vec::with_capacity(batch.len());
         for msg in batch {
-            match msg.payload.as_deref().map(ChangeEvent::from_json) {
-                Some(Ok(e)) => events.push(e),
-                Some(Err(e)) => letters.push(self.unreadable(msg, e.to_string())),
-                None => letters.push(self.unreadable(msg, "empty message".into())),
+            match &msg.event {
+                Ok(e) => events.push(e),
+                Err((reason, payload)) => {
+                    letters.push(self.unreadable(msg, reason.clone(), payload.as_deref()))
+                }
             }
         }
         let mut changes = Vec::new();
         // Master key → (id, routing) from the master rows' own images, for deletes.
         let mut master_ids: HashMap<Vec<MatchKey>, (String, Option<String>)> = HashMap::new();
-        for e in &events {
+        for e in events {
             report.consumed.push((e.table.clone(), kind_name(e.kind)));
             report.newest_commit_ms = report.newest_commit_ms.max(Some(e.commit_ts_ms));
             match e.kind {
@@ -151,7 +169,7 @@ impl Applier<'_> {
             });
         }
 
-        lap(&mut report, "parse");
+        lap(&mut report, "filter");
         let before = report.stages.len();
         let ops = self.operations(&changes, &master_ids, &mut report).await?;
         // `operations` recorded its tracing and searching; the rest is building.
@@ -420,14 +438,8 @@ impl Applier<'_> {
         }
     }
 
-    fn unreadable(&self, msg: &Message, reason: String) -> DeadLetter {
-        DeadLetter::unreadable_event(
-            self.generation,
-            reason,
-            msg.payload.as_deref(),
-            msg.place(),
-            now_ms(),
-        )
+    fn unreadable(&self, msg: &Message, reason: String, payload: Option<&[u8]>) -> DeadLetter {
+        DeadLetter::unreadable_event(self.generation, reason, payload, msg.place(), now_ms())
     }
 
     fn rejected(&self, r: mee_es::Rejected) -> DeadLetter {

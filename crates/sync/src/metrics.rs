@@ -62,7 +62,7 @@ impl Metrics {
             stage_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "mee_sync_stage_seconds",
-                    "Time a batch spends per stage: parse, trace (finding affected documents), \
+                    "Time a batch spends per stage: filter (skipping what the handler does not read), trace (finding affected documents), \
                      search (items found by `query` in Elasticsearch), build (reading them \
                      from MySQL), write (Elasticsearch), dead_letter, wait (done, waiting for \
                      earlier batches before its offsets are committed)",

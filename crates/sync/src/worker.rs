@@ -286,14 +286,13 @@ async fn next_batch(
                 if batch.is_empty() {
                     deadline = Instant::now() + interval;
                 }
-                let payload = msg.payload().map(<[u8]>::to_vec);
-                bytes += payload.as_ref().map_or(0, Vec::len);
-                batch.push(Message {
-                    topic: msg.topic().to_string(),
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                    payload,
-                });
+                bytes += msg.payload().map_or(0, <[u8]>::len);
+                batch.push(Message::read(
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    msg.payload(),
+                ));
             }
             Err(e) => {
                 if failures == 0 {
@@ -451,12 +450,7 @@ mod tests {
     use super::*;
 
     fn msg(topic: &str, partition: i32, offset: i64) -> Message {
-        Message {
-            topic: topic.into(),
-            partition,
-            offset,
-            payload: None,
-        }
+        Message::read(topic, partition, offset, None)
     }
 
     #[test]

@@ -171,7 +171,7 @@ async fn catch_up_in(
     let batch_events_avg = metric("mee_sync_batch_events_sum") / batches;
     let bulks = metric("mee_sync_bulk_seconds_count");
     let bulk_secs = metric("mee_sync_bulk_seconds_sum");
-    let stages: Vec<String> = ["parse", "trace", "build", "write", "wait"]
+    let stages: Vec<String> = ["filter", "trace", "search", "build", "write", "wait"]
         .iter()
         .map(|stage| {
             let label = format!("stage=\"{stage}\"");

@@ -226,7 +226,7 @@ impl Inverse<'_, '_> {
             }
         }
         let mut out: Vec<AffectedKey> = keys.into_values().collect();
-        out.sort_by_key(|a| crate::materialize::match_key(&a.key));
+        out.sort_by_cached_key(|a| crate::materialize::match_key(&a.key));
         Ok((out, queries))
     }
 
