@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::{WAIT, converges};
+use common::{WAIT, converges, start};
 use mee_test_support::{Pipeline, workspace_root};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 const HANDLER: &str = "\
 orders:
@@ -47,12 +46,7 @@ async fn a_row_found_by_query_reaches_the_documents_holding_it() {
                low DECIMAL(10,2) NOT NULL, high DECIMAL(10,2) NOT NULL);\
                INSERT INTO tiers VALUES (1, 'small', 0, 49.99), (2, 'large', 50, 1000);";
     let p = Pipeline::new(&fixture, HANDLER, "orders").await;
-    let mut listen = p.spawn("listen", &[]);
-    listen.wait_healthy(WAIT);
-    let (status, log) = p.update(&[], Duration::from_secs(60));
-    assert!(status.success(), "{log}");
-    let mut sync = p.spawn("sync", &[]);
-    sync.wait_healthy(WAIT);
+    let (_listen, sync) = start(&p).await;
     p.wait_docs(WAIT, "the first generation", |d| {
         tier(d, "o1004").as_deref() == Some("large") && tier(d, "o1001").as_deref() == Some("small")
     });
