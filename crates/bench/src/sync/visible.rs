@@ -30,11 +30,6 @@ pub(super) async fn poll_visible(
     let (mut got, mut searched) = (Vec::new(), Vec::new());
     // Samples waiting for the GET, then (search samples) for the search.
     let (mut get_q, mut search_q): (Vec<Sample>, Vec<Sample>) = (Vec::new(), Vec::new());
-    let seq_of = |v: &Value| {
-        v.as_str()
-            .and_then(|s| s.strip_prefix('s'))
-            .and_then(|n| n.parse::<u64>().ok())
-    };
     for round in 0u64.. {
         get_q.append(&mut pending.lock().unwrap());
         if done.load(std::sync::atomic::Ordering::Relaxed)
@@ -56,17 +51,11 @@ pub(super) async fn poll_visible(
             .await
             .ok();
             let now = Instant::now();
-            let seen: HashMap<String, u64> = answer
-                .map(|(_, v)| v["docs"].as_array().cloned().unwrap_or_default())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|d| {
-                    Some((
-                        d["_id"].as_str()?.to_owned(),
-                        seq_of(&d["_source"]["status"])?,
-                    ))
-                })
-                .collect();
+            let seen = seen_seqs(
+                answer
+                    .map(|(_, v)| v["docs"].as_array().cloned().unwrap_or_default())
+                    .unwrap_or_default(),
+            );
             let mut keep = Vec::new();
             for s in get_q.drain(..) {
                 if seen.get(&s.id.to_string()).is_some_and(|n| *n >= s.seq) {
@@ -98,17 +87,11 @@ pub(super) async fn poll_visible(
             .await
             .ok();
             let now = Instant::now();
-            let seen: HashMap<String, u64> = answer
-                .map(|(_, v)| v["hits"]["hits"].as_array().cloned().unwrap_or_default())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|d| {
-                    Some((
-                        d["_id"].as_str()?.to_owned(),
-                        seq_of(&d["_source"]["status"])?,
-                    ))
-                })
-                .collect();
+            let seen = seen_seqs(
+                answer
+                    .map(|(_, v)| v["hits"]["hits"].as_array().cloned().unwrap_or_default())
+                    .unwrap_or_default(),
+            );
             search_q.retain(|s| {
                 if seen.get(&s.id.to_string()).is_some_and(|n| *n >= s.seq) {
                     searched.push((now - s.at).as_secs_f64() * 1000.0);
@@ -124,4 +107,22 @@ pub(super) async fn poll_visible(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     (got, searched)
+}
+
+/// The change sequence a `status` value `s<n>` carries.
+fn seq_of(v: &Value) -> Option<u64> {
+    v.as_str()?.strip_prefix('s')?.parse().ok()
+}
+
+/// `_id` → the change sequence its document's `status` carries, for the documents of
+/// an `_mget` or `_search` answer.
+fn seen_seqs(docs: Vec<Value>) -> HashMap<String, u64> {
+    docs.iter()
+        .filter_map(|d| {
+            Some((
+                d["_id"].as_str()?.to_owned(),
+                seq_of(&d["_source"]["status"])?,
+            ))
+        })
+        .collect()
 }
