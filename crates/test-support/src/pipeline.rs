@@ -222,6 +222,39 @@ impl Pipeline {
         }
     }
 
+    /// Wait until the task's consumer group is `Stable` with `members` members: every
+    /// `sync` process has its partitions. Panics after `timeout`.
+    pub fn wait_group_stable(&self, members: usize, timeout: Duration) {
+        use mee_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = mee_kafka::client_config(&self.cfg().kafka)
+            .create()
+            .expect("a Kafka client");
+        let prefix = format!("{}.", self.task);
+        let start = Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < timeout {
+            if let Ok(list) = consumer.fetch_group_list(None, Duration::from_secs(5)) {
+                let group = list.groups().iter().find(|g| g.name().starts_with(&prefix));
+                if let Some(g) = group {
+                    if g.state() == "Stable" && g.members().len() == members {
+                        return;
+                    }
+                    last = format!(
+                        "{} is {} with {} members",
+                        g.name(),
+                        g.state(),
+                        g.members().len()
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "the consumer group of {} is not stable with {members} members after {timeout:?}: {last}",
+            self.task
+        );
+    }
+
     /// One HTTP/1.0 request to Elasticsearch: (status, JSON body or Null).
     pub fn es(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         es_request(&self.env.es_url, method, path, body)
