@@ -4,8 +4,6 @@
 
 use anyhow::{Context, ensure};
 use mee_core::AppConfig;
-use mee_kafka::rdkafka::admin::{AdminClient, AdminOptions};
-use mee_kafka::rdkafka::client::DefaultClientContext;
 use mee_test_support::StackEnv;
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -68,9 +66,7 @@ pub(crate) async fn cleanup(
         cfg.kafka.topic_for("bench"),
         mee_core::dead_letter::dead_letter_topic(task),
     ];
-    if let Err(e) = delete_topics(cfg, &topics).await {
-        eprintln!("warning: could not delete topics {topics:?}: {e:#}");
-    }
+    mee_test_support::delete_topics(&cfg.kafka, &topics).await;
     if let Some(g) = generation {
         let group = format!("{task}.{g}");
         if let Err(e) = mee_kafka::delete_group(&cfg.kafka, &group, Duration::from_secs(30)).await {
@@ -84,18 +80,6 @@ pub(crate) async fn cleanup(
     if let Err(e) = redis_del(&env.redis_url, &keys) {
         eprintln!("warning: could not delete Redis keys {keys:?}: {e:#}");
     }
-}
-
-async fn delete_topics(cfg: &AppConfig, topics: &[String]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = mee_kafka::client_config(&cfg.kafka).create()?;
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
-    for result in admin.delete_topics(&names, &opts).await? {
-        if let Err((topic, code)) = result {
-            eprintln!("warning: deleting topic {topic}: {code}");
-        }
-    }
-    Ok(())
 }
 
 /// `DEL keys...` over RESP, for a `redis://host:port[/db]` URL without credentials.

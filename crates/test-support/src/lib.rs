@@ -184,6 +184,29 @@ impl TestDatabase {
     }
 }
 
+/// Delete Kafka `topics` (a warning for each one that cannot be).
+pub async fn delete_topics(cfg: &mee_core::config::KafkaConfig, topics: &[String]) {
+    use mee_kafka::rdkafka::admin::{AdminClient, AdminOptions};
+    use mee_kafka::rdkafka::client::DefaultClientContext;
+    if topics.is_empty() {
+        return;
+    }
+    let admin: AdminClient<DefaultClientContext> = match mee_kafka::client_config(cfg).create() {
+        Ok(a) => a,
+        Err(e) => return eprintln!("warning: no Kafka admin client to delete {topics:?}: {e}"),
+    };
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let opts = AdminOptions::new().request_timeout(Some(std::time::Duration::from_secs(30)));
+    match admin.delete_topics(&names, &opts).await {
+        Ok(results) => {
+            for (topic, code) in results.into_iter().filter_map(Result::err) {
+                eprintln!("warning: deleting topic {topic}: {code}");
+            }
+        }
+        Err(e) => eprintln!("warning: could not delete topics {topics:?}: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

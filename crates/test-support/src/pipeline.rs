@@ -270,8 +270,34 @@ impl Pipeline {
         self.start_verify(extra).finish(timeout)
     }
 
+    /// Drop the fixture database, and delete what the test's services left on the
+    /// servers: its Elasticsearch indices and Kafka topics. The local emulator keeps
+    /// them all in memory, and its pauses grow with what it holds.
     pub async fn drop(self) {
         let _ = std::fs::remove_file(&self.handler);
+        if let (200, Value::Object(found)) = self.es("GET", &format!("/{}_*", self.alias), None) {
+            for index in found.keys() {
+                self.es("DELETE", &format!("/{index}"), None);
+            }
+        }
+        let cfg = self.cfg().kafka;
+        let (prefix, dlq) = (format!("{}.", self.prefix), format!("{}.dlq", self.task));
+        let topics = tokio::task::spawn_blocking(move || {
+            use mee_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+            let client: BaseConsumer = mee_kafka::client_config(&cfg).create().ok()?;
+            let metadata = client.fetch_metadata(None, Duration::from_secs(10)).ok()?;
+            let names = metadata.topics().iter().map(|t| t.name().to_string());
+            Some(
+                names
+                    .filter(|t| t.starts_with(&prefix) || *t == dlq)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        crate::delete_topics(&self.cfg().kafka, &topics).await;
         self.db.drop(&self.env).await;
     }
 }
