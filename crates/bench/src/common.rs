@@ -125,6 +125,31 @@ pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
+/// Warn when the Elasticsearch API holds documents from earlier runs (tests that failed
+/// leave theirs): the local emulator keeps every index in memory and its pauses grow
+/// with what it holds, which shows in the latency figures.
+pub(crate) async fn warn_if_crowded(es_url: &str) {
+    const CROWDED_DOCS: u64 = 100_000;
+    let Ok(http) = http_client() else { return };
+    let Ok((200, Value::Array(indices))) =
+        es_call(&http, es_url, "GET", "/_cat/indices?format=json", None).await
+    else {
+        return;
+    };
+    let docs: u64 = indices
+        .iter()
+        .filter_map(|i| i["docs.count"].as_str()?.parse::<u64>().ok())
+        .sum();
+    if docs > CROWDED_DOCS {
+        eprintln!(
+            "warning: {es_url} already holds {} indices with {docs} documents; the local \
+             emulator slows down with what it holds: for comparable figures, run \
+             `scripts/dev-down --wipe` first",
+            indices.len()
+        );
+    }
+}
+
 /// One request to an Elasticsearch API: (status, JSON body or Null).
 pub(crate) async fn es_call(
     http: &reqwest::Client,
@@ -195,6 +220,12 @@ pub(crate) fn load_average() -> String {
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "?".into())
+}
+
+/// The pid of a local-stack server started by `scripts/dev-up`: `mariadb` or `noida`.
+pub(crate) fn server_pid(server: &str) -> Option<u32> {
+    let path = mee_test_support::workspace_root().join(format!(".dev/{server}/{server}.pid"));
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// User + system CPU time of a running process (`self` or a pid), seconds: fields 14

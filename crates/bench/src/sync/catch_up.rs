@@ -4,7 +4,7 @@
 
 use super::stack::{Bins, Stack};
 use super::steady::key_id;
-use crate::common::cpu_secs;
+use crate::common::{cpu_secs, server_pid};
 use crate::fixture;
 use crate::materializer;
 use anyhow::ensure;
@@ -134,7 +134,7 @@ async fn catch_up_in(
 
     // Ours.
     let received = sink.stats().docs_indexed;
-    let mysql_cpu = || mariadb_pid().and_then(cpu_secs).unwrap_or(f64::NAN);
+    let mysql_cpu = || server_pid("mariadb").and_then(cpu_secs).unwrap_or(f64::NAN);
     let mysql_before = mysql_cpu();
     let start = Instant::now();
     stack.start_sync().await?;
@@ -322,10 +322,4 @@ async fn baseline(
         eprintln!("warning: {unkeyed} messages without an order id in their key");
     }
     Ok(secs)
-}
-
-/// The local stack's MariaDB server process id.
-fn mariadb_pid() -> Option<u32> {
-    let path = mee_test_support::workspace_root().join(".dev/mariadb/mariadb.pid");
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }

@@ -24,7 +24,7 @@ mod stack;
 mod steady;
 mod visible;
 
-use crate::common::{es_name, http_client, load_average};
+use crate::common::{es_name, http_client, load_average, warn_if_crowded};
 use crate::fixture;
 use crate::report::{self, Row};
 use anyhow::ensure;
@@ -87,6 +87,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let env = StackEnv::load();
     let bins = Bins::find()?;
     let es_name = es_name(&env.es_url).await?;
+    warn_if_crowded(&env.es_url).await;
     let load_before = load_average();
     let mut rows = Vec::new();
     let mut notes = Vec::new();
@@ -193,13 +194,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .iter()
             .map(|r| {
                 format!(
-                    "{}/s for {:.0} s (writes): achieved {:.0}/s, p50 {} p99 {} max {}",
+                    "{}/s for {:.0} s (writes): achieved {:.0}/s, p50 {} p99 {} max {} (CPU {})",
                     r.rate,
                     r.commit_span,
                     r.achieved(),
                     ms(pct(&r.lat, 0.50)),
                     ms(pct(&r.lat, 0.99)),
-                    ms(pct(&r.lat, 1.0))
+                    ms(pct(&r.lat, 1.0)),
+                    r.cpu_text()
                 )
             })
             .collect();

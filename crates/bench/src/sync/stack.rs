@@ -63,7 +63,7 @@ pub(super) struct Stack {
     pub(super) cfg: AppConfig,
     es_url: String,
     bins_sync: PathBuf,
-    listen: Option<ServiceProcess>,
+    pub(super) listen: Option<ServiceProcess>,
     pub(super) sync: Option<ServiceProcess>,
     pub(super) generation: Option<String>,
     files: Vec<PathBuf>,

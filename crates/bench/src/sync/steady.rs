@@ -5,6 +5,7 @@
 use super::stack::Stack;
 use super::visible::{Sample, poll_visible};
 use super::{GIVE_UP, TARGET_MS};
+use crate::common::{cpu_secs, server_pid};
 use crate::report::Row;
 use anyhow::{Context, ensure};
 use mee_kafka::rdkafka::Message as _;
@@ -44,6 +45,8 @@ pub(super) struct Steady {
     pub(super) search: Vec<f64>,
     /// Commit → readable from the change topic (every change).
     kafka: Vec<f64>,
+    /// CPU seconds each process used during the run.
+    cpu: Vec<(&'static str, f64)>,
 }
 
 impl Steady {
@@ -93,14 +96,24 @@ impl Steady {
         format!(
             "Into {target}: {} changes in {:.1} s (achieved {:.0}/s); of the latency, \
              commit → readable from the change topic (a tap consumer, every change): \
-             p50 {}, p99 {}, max {}.",
+             p50 {}, p99 {}, max {}. CPU used meanwhile: {}.",
             self.changes,
             self.commit_span,
             self.achieved(),
             ms(pct(&self.kafka, 0.5)),
             ms(pct(&self.kafka, 0.99)),
             ms(pct(&self.kafka, 1.0)),
+            self.cpu_text(),
         )
+    }
+
+    pub(super) fn cpu_text(&self) -> String {
+        let used: Vec<String> = self
+            .cpu
+            .iter()
+            .map(|(what, secs)| format!("{what} {secs:.1} s"))
+            .collect();
+        used.join(", ")
     }
 }
 
@@ -186,6 +199,7 @@ pub(super) async fn steady(
             }
         })
     };
+    let cpu_before = cpu_now(stack);
     eprintln!("{}: {rate} changes/s for {secs} s", stack.name);
     // Sampled changes, polled in bulk (one `_mget` per 25 ms, one `_search` per 100 ms).
     let poller = match target {
@@ -259,6 +273,11 @@ pub(super) async fn steady(
     tap.abort();
     let _ = tap.await;
     let _ = mee_kafka::delete_group(&stack.cfg.kafka, &tap_group, Duration::from_secs(10)).await;
+    let cpu = cpu_now(stack)
+        .into_iter()
+        .zip(cpu_before)
+        .map(|((what, after), (_, before))| (what, after - before))
+        .collect();
     let mut kafka = first_after(&commits, &tap_receipts.lock().unwrap());
     kafka.sort_by(f64::total_cmp);
     lat.sort_by(f64::total_cmp);
@@ -270,9 +289,10 @@ pub(super) async fn steady(
         lat,
         search,
         kafka,
+        cpu,
     };
     eprintln!(
-        "{}: {} changes, achieved {:.0}/s; p50 {} p99 {} max {} ({} samples); search p50 {} p99 {}; commit → topic p50 {} p99 {}",
+        "{}: {} changes, achieved {:.0}/s; p50 {} p99 {} max {} ({} samples); search p50 {} p99 {}; commit → topic p50 {} p99 {}; CPU {}",
         stack.name,
         s.changes,
         s.achieved(),
@@ -284,8 +304,24 @@ pub(super) async fn steady(
         ms(pct(&s.search, 0.99)),
         ms(pct(&s.kafka, 0.5)),
         ms(pct(&s.kafka, 0.99)),
+        s.cpu_text(),
     );
     Ok(s)
+}
+
+/// CPU seconds used so far by `listen`, `sync`, mariadbd and noida-db (NaN when unknown).
+fn cpu_now(stack: &Stack) -> Vec<(&'static str, f64)> {
+    let of =
+        |p: &Option<mee_test_support::ServiceProcess>| p.as_ref().and_then(|p| cpu_secs(p.pid()));
+    [
+        ("listen", of(&stack.listen)),
+        ("sync", of(&stack.sync)),
+        ("mariadbd", server_pid("mariadb").and_then(cpu_secs)),
+        ("noida-db", server_pid("noida").and_then(cpu_secs)),
+    ]
+    .into_iter()
+    .map(|(what, secs)| (what, secs.unwrap_or(f64::NAN)))
+    .collect()
 }
 
 /// Per change `(id, sent, committed)`, ms from its commit (the UPDATE's return) to the

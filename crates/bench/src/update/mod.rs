@@ -17,7 +17,7 @@ mod child;
 mod rebuild;
 mod runs;
 
-use crate::common::{es_name, load_average};
+use crate::common::{es_name, load_average, warn_if_crowded};
 use crate::fixture;
 use crate::report::{self, Row};
 use anyhow::ensure;
@@ -56,6 +56,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         fixture::ensure(&env, &fixture::schema(n), n).await?;
     }
     let es_name = es_name(&env.es_url).await?;
+    warn_if_crowded(&env.es_url).await;
     let load_before = load_average();
 
     // (a) The bulk sink, small then large, each beside the raw read.
