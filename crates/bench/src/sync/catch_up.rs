@@ -180,7 +180,8 @@ async fn catch_up_in(
                 .filter(|l| l.starts_with("mee_sync_stage_seconds_sum") && l.contains(&label))
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum();
-            format!("{stage} {secs:.1} s")
+            // An empty sum is -0.0.
+            format!("{stage} {:.1} s", secs.max(0.0))
         })
         .collect();
     eprintln!(
