@@ -222,6 +222,19 @@ pub(crate) fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// VmHWM (peak RSS) of a running process (`self` or a pid), kB.
+pub(crate) fn vm_hwm_kb(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The pid of a local-stack server started by `scripts/dev-up`: `mariadb` or `noida`.
 pub(crate) fn server_pid(server: &str) -> Option<u32> {
     let path = mee_test_support::workspace_root().join(format!(".dev/{server}/{server}.pid"));

@@ -4,7 +4,7 @@
 
 use super::stack::{Bins, Stack};
 use super::steady::key_id;
-use crate::common::{cpu_secs, server_pid};
+use crate::common::{cpu_secs, server_pid, vm_hwm_kb};
 use crate::fixture;
 use crate::materializer;
 use anyhow::ensure;
@@ -36,6 +36,11 @@ pub(super) struct CatchUp {
     pub(super) base_secs: f64,
     pub(super) docs_per_request: usize,
     pub(super) concurrency: usize,
+    /// CPU seconds of `sync` and of mariadbd during the catch-up.
+    pub(super) sync_cpu: f64,
+    pub(super) mysql_cpu: f64,
+    /// `sync`'s peak RSS (VmHWM), MiB.
+    pub(super) sync_rss_mib: f64,
 }
 
 pub(super) async fn catch_up(
@@ -146,8 +151,14 @@ async fn catch_up_in(
         .and_then(|p| cpu_secs(p.pid()))
         .unwrap_or(f64::NAN);
     let mysql_used = mysql_cpu() - mysql_before;
+    let sync_rss_mib = stack
+        .sync
+        .as_ref()
+        .and_then(|p| vm_hwm_kb(&p.pid().to_string()))
+        .map_or(f64::NAN, |kb| kb as f64 / 1024.0);
     eprintln!(
-        "{}: CPU during the catch-up: sync {sync_cpu:.1} s, mariadbd {mysql_used:.1} s",
+        "{}: CPU during the catch-up: sync {sync_cpu:.1} s, mariadbd {mysql_used:.1} s; \
+         sync's peak RSS {sync_rss_mib:.1} MiB",
         stack.name
     );
     let docs_received = sink.stats().docs_indexed - received;
@@ -243,6 +254,9 @@ async fn catch_up_in(
         base_secs,
         docs_per_request: bulk.max_docs,
         concurrency: bulk.concurrency,
+        sync_cpu,
+        mysql_cpu: mysql_used,
+        sync_rss_mib,
     })
 }
 

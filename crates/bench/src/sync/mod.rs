@@ -258,6 +258,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             baseline: format!("{:.1} (baseline run)", c.base_secs),
             ratio: "—".into(),
         });
+        rows.push(Row {
+            figure: "… CPU of `sync` and mariadbd during the catch-up, s".into(),
+            measured: format!("{:.1} + {:.1}", c.sync_cpu, c.mysql_cpu),
+            baseline: format!("{:.1} (baseline run, wall)", c.base_secs),
+            ratio: "—".into(),
+        });
+        rows.push(Row {
+            figure: "… `sync` peak RSS (VmHWM), MiB".into(),
+            measured: format!("{:.1}", c.sync_rss_mib),
+            baseline: "—".into(),
+            ratio: "—".into(),
+        });
         notes.push(format!(
             "Catch-up: {events} events ({rounds} rounds of UPDATEs of 10,000 orders each over \
              the {masters}-order fixture) published by `listen` in {publish:.1} s, then \

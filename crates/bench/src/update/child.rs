@@ -3,7 +3,7 @@
 //! its log.
 
 use super::rebuild::{Files, Phases};
-use crate::common::{cpu_secs, unique};
+use crate::common::{cpu_secs, unique, vm_hwm_kb};
 use anyhow::{Context, ensure};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -76,19 +76,6 @@ pub(super) async fn run_update(bin: &Path, files: &Files, task: &str) -> anyhow:
         started,
         ended,
     })
-}
-
-/// VmHWM (peak RSS) of a running process (`self` or a pid), kB.
-fn vm_hwm_kb(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// The run's phases from its JSON log lines' timestamps.
