@@ -65,6 +65,16 @@ impl ListenError {
 /// is dead (if it persists, another replica uses this server_id).
 const TRANSIENT_CODES: &[u16] = &[1053, 2013, 1927, 4052];
 
+impl ListenError {
+    /// A lost connection to the MySQL source, as opposed to Kafka or Redis.
+    pub(crate) fn is_source_outage(&self) -> bool {
+        matches!(
+            self,
+            ListenError::MySql(_) | ListenError::Binlog { .. } | ListenError::StreamEnded { .. }
+        )
+    }
+}
+
 impl Transient for ListenError {
     fn is_transient(&self) -> bool {
         match self {

@@ -84,7 +84,9 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
         DEFAULT_METRICS,
     )
     .await?;
-    let metrics = metrics::Metrics::register(&svc.registry, db)?;
+    let mut metrics = metrics::Metrics::register(&svc.registry, db)?;
+    metrics.kafka_up = svc.dependency_up("kafka");
+    metrics.mysql_up = svc.dependency_up("mysql");
 
     // The source: reachable, configured for row replication, privileges in place.
     let Some(mut conn) = svc
@@ -184,6 +186,9 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
             Ok(()) if svc.shutdown.is_cancelled() => break Ok(()),
             Ok(()) => {}
             Err(e) if e.is_transient() && !svc.shutdown.is_cancelled() => {
+                if e.is_source_outage() {
+                    metrics.mysql_up.set(0);
+                }
                 // A session that got somewhere was a recovery: start the backoff over.
                 if confirmed_tx.borrow().position != from {
                     backoff.reset();

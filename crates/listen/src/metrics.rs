@@ -11,6 +11,10 @@ pub struct Metrics {
     pub position_offset: IntGauge,
     pub lag_seconds: Gauge,
     pub duplicates: IntCounter,
+    /// The service's `mee_dependency_up` gauges (unregistered stand-ins until `run`
+    /// puts the service's in): Kafka confirms events, the binlog stream is open.
+    pub kafka_up: IntGauge,
+    pub mysql_up: IntGauge,
 }
 
 impl Metrics {
@@ -55,6 +59,8 @@ impl Metrics {
                 "mee_listen_duplicates_after_restart_total",
                 "Events published again after a restart (at-least-once; sync ignores them by version)",
             ))?,
+            kafka_up: IntGauge::new("kafka_up", "stand-in")?,
+            mysql_up: IntGauge::new("mysql_up", "stand-in")?,
         };
         registry.register(Box::new(m.events_read.clone()))?;
         registry.register(Box::new(m.events_published.clone()))?;

@@ -9,6 +9,7 @@ use mee_core::config::MySqlConfig;
 use mee_core::event::ChangeKind;
 use mee_kafka::rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use mee_kafka::rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use prometheus::IntGauge;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -65,6 +66,7 @@ impl Session<'_> {
         shutdown: &CancellationToken,
     ) -> Result<(), ListenError> {
         let mut reader = Reader::open(self.database, self.mysql, self.server_id, from).await?;
+        self.metrics.mysql_up.set(1);
         tracing::info!(database = self.database, from = %from, topic = self.topic, "reading the binlog");
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
         // Cancelled by the acknowledger when a delivery fails, so reading stops at once.
@@ -222,7 +224,7 @@ async fn acknowledge_all(
                 kind,
                 bytes,
                 position,
-            } => match stall.wait(delivery, confirmed).await {
+            } => match stall.wait(delivery, confirmed, &metrics.kafka_up).await {
                 Ok(Ok(_)) => {
                     metrics
                         .events_published
@@ -280,19 +282,24 @@ impl Stall {
         &mut self,
         delivery: DeliveryFuture,
         confirmed: &watch::Sender<Confirmed>,
+        kafka_up: &IntGauge,
     ) -> <DeliveryFuture as std::future::IntoFuture>::Output {
         tokio::pin!(delivery);
         loop {
             match tokio::time::timeout(STALLED_AFTER, &mut delivery).await {
                 Ok(result) => {
-                    if matches!(result, Ok(Ok(_)))
-                        && let Some(since) = self.since.take()
-                    {
-                        tracing::info!(after = ?since.elapsed(), "Kafka confirms events again");
+                    if matches!(result, Ok(Ok(_))) {
+                        kafka_up.set(1);
+                        if let Some(since) = self.since.take() {
+                            tracing::info!(after = ?since.elapsed(), "Kafka confirms events again");
+                        }
+                    } else {
+                        kafka_up.set(0);
                     }
                     return result;
                 }
                 Err(_) if self.since.is_none() => {
+                    kafka_up.set(0);
                     self.since = Instant::now()
                         .checked_sub(STALLED_AFTER)
                         .or(Some(Instant::now()));

@@ -170,6 +170,16 @@ fn drain(brokers: &str, topic: &str) -> Vec<ChangeEvent> {
     out
 }
 
+/// `mee_dependency_up` of Kafka: 1 while it confirms events, 0 while it does not.
+fn kafka_up(p: &ServiceProcess) -> Option<f64> {
+    p.get("/metrics").and_then(|(_, body)| {
+        metric(
+            &body,
+            "mee_dependency_up{dependency=\"kafka\",service=\"listen\"}",
+        )
+    })
+}
+
 fn published(p: &ServiceProcess) -> f64 {
     p.get("/metrics")
         .and_then(|(_, body)| metric(&body, "mee_listen_events_published_total"))
@@ -239,6 +249,7 @@ async fn outage(kafka_options: &str) -> Outage {
     }
     // Late in the outage: the saver had seconds to write whatever it had.
     let saved_in_cut = saved(&w).await;
+    assert_eq!(kafka_up(&p), Some(0.0), "Kafka is down for the metrics");
     let had = {
         let snapshot = kafka.snapshot();
         drain(&snapshot.brokers(), &w.topic())
@@ -258,6 +269,7 @@ async fn outage(kafka_options: &str) -> Outage {
         Some(&p),
     );
     assert!(p.try_exit().is_none(), "listen exited:\n{}", p.stderr());
+    assert_eq!(kafka_up(&p), Some(1.0), "Kafka is back for the metrics");
 
     // Nothing before the saved position is missing from what Kafka had at the cut.
     let had: HashSet<_> = had.iter().map(identity).collect();

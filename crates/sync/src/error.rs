@@ -32,6 +32,17 @@ pub enum SyncError {
     NoGeneration { task: String },
 }
 
+impl SyncError {
+    /// A transient failure of MySQL (unreachable, timed out), as opposed to the others.
+    pub(crate) fn is_mysql_outage(&self) -> bool {
+        let mysql = matches!(
+            self,
+            SyncError::MySql(_) | SyncError::Materialize(MaterializeError::Source { .. })
+        );
+        mysql && self.is_transient()
+    }
+}
+
 impl Transient for SyncError {
     fn is_transient(&self) -> bool {
         match self {

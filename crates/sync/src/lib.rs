@@ -100,6 +100,7 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
         return stopped(svc).await;
     };
     let shared = Arc::new(Shared {
+        mysql_up: svc.dependency_up("mysql"),
         writer: mee_es::BulkWriter::new(es.clone(), cfg.elasticsearch.bulk.clone()),
         es,
         cfg,
@@ -119,6 +120,8 @@ pub(crate) struct Shared {
     pub es: mee_es::elasticsearch::Elasticsearch,
     pub metrics: Metrics,
     pub dlq: mee_kafka::DeadLetterQueue,
+    /// `mee_dependency_up{dependency="mysql"}`: 0 while applying fails on MySQL.
+    pub mysql_up: prometheus::IntGauge,
 }
 
 /// How long a generation whose consumer failed definitely waits before a new attempt.
@@ -139,8 +142,15 @@ async fn supervise(
     let mut failed: HashMap<String, std::time::Instant> = HashMap::new();
     let mut first = true;
     let mut redis_down = false;
+    let (redis_up, es_up) = (
+        svc.dependency_up("redis"),
+        svc.dependency_up("elasticsearch"),
+    );
     loop {
-        match store.list(task).await {
+        es_up.set(i64::from(!shared.writer.failing()));
+        let listed = store.list(task).await;
+        redis_up.set(i64::from(listed.is_ok()));
+        match listed {
             Ok(gens) => {
                 if redis_down {
                     tracing::info!("redis answers again");

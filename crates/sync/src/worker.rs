@@ -237,7 +237,17 @@ async fn apply_with_retry(
                 .with_label_values(labels)
                 .inc();
         }
-        applier.apply(&batch)
+        let batch = &batch;
+        async move {
+            let result = applier.apply(batch).await;
+            match &result {
+                Err(e) if e.is_mysql_outage() => shared.mysql_up.set(0),
+                // Documents were built, so MySQL answered.
+                Ok(r) if r.indexed + r.deleted + r.conflicts > 0 => shared.mysql_up.set(1),
+                _ => {}
+            }
+            result
+        }
     })
     .await;
     (batch, applied, Instant::now())

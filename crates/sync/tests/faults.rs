@@ -10,7 +10,7 @@ use mee_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use mee_kafka::rdkafka::message::Message;
 use mee_kafka::rdkafka::producer::FutureRecord;
 use mee_test_support::workload::{Rng, shop_change};
-use mee_test_support::{Pipeline, SearchLoop, TcpProxy};
+use mee_test_support::{Pipeline, SearchLoop, ServiceProcess, TcpProxy};
 use std::time::{Duration, Instant};
 
 /// `n` random changes from step `from`, one statement batch at a time.
@@ -93,9 +93,23 @@ async fn elasticsearch_away_for_30_seconds_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(30)).await;
     let (status, _) = sync.get("/healthz").expect("sync is alive");
     assert!(status == 200 || status == 503);
+    assert_eq!(
+        es_up(&sync),
+        Some(0),
+        "Elasticsearch is down for the metrics"
+    );
     proxy.restore();
     workload(&p, 15, 120, 40).await;
     converges(&p, Duration::from_secs(60)).await;
+    // Set at each poll of the generations (2 s).
+    let start = Instant::now();
+    while es_up(&sync) != Some(1) {
+        assert!(
+            start.elapsed() < WAIT,
+            "Elasticsearch is not back for the metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(sync.terminate(WAIT).success(), "{}", sync.stderr());
     let log = sync.stderr();
     assert!(
@@ -182,6 +196,15 @@ async fn a_rebuild_while_changes_stream_swaps_without_failed_searches() {
     assert_ne!(p.alias_targets(), before, "the alias moved");
     converges(&p, Duration::from_secs(60)).await;
     p.drop().await;
+}
+
+/// `mee_dependency_up` of Elasticsearch.
+fn es_up(sync: &ServiceProcess) -> Option<u8> {
+    let (_, body) = sync.get("/metrics")?;
+    let line = "mee_dependency_up{dependency=\"elasticsearch\",service=\"sync\"} ";
+    body.lines()
+        .find_map(|l| l.strip_prefix(line))
+        .and_then(|v| v.parse().ok())
 }
 
 fn read_dlq(p: &Pipeline, want: usize) -> Vec<DeadLetter> {

@@ -1,7 +1,7 @@
 use crate::{Health, MetricsServer, TelemetryError, retry_transient, serve, shutdown_on_signal};
 use mee_core::config::TelemetryConfig;
 use mee_core::{Backoff, Transient};
-use prometheus::{IntGaugeVec, Opts, Registry};
+use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 use std::fmt::Display;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,7 +43,7 @@ impl Service {
         let dependency_up = IntGaugeVec::new(
             Opts::new(
                 "mee_dependency_up",
-                "1 when the service is connected to the dependency",
+                "1 while the service's last exchange with the dependency succeeded, 0 while it fails",
             ),
             &["service", "dependency"],
         )?;
@@ -77,13 +77,19 @@ impl Service {
         match retry_transient(dependency, Backoff::default(), &self.shutdown, op).await {
             None => Ok(None),
             Some(Ok(v)) => {
-                self.dependency_up
-                    .with_label_values(&[self.name, dependency])
-                    .set(1);
+                self.dependency_up(dependency).set(1);
                 Ok(Some(v))
             }
             Some(Err(e)) => Err(e),
         }
+    }
+
+    /// This service's `mee_dependency_up` gauge for `dependency`: [`Self::connect`] sets
+    /// it to 1; the service sets it to 0 while the dependency fails and back to 1 once
+    /// it answers again.
+    pub fn dependency_up(&self, dependency: &str) -> IntGauge {
+        self.dependency_up
+            .with_label_values(&[self.name, dependency])
     }
 
     /// Stop serving metrics and wait for the endpoint to close.

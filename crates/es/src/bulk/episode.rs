@@ -52,6 +52,12 @@ impl Episodes {
         }
     }
 
+    /// Whether requests are failing now (since a failure, until a success).
+    pub fn failing(&self) -> bool {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.failing_since.is_some()
+    }
+
     /// A request completed with nothing left to retry.
     pub fn succeeded(&self, now: Instant) -> Log {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -80,7 +86,9 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         assert_eq!(e.succeeded(t0), Log::Nothing);
+        assert!(!e.failing());
         assert_eq!(e.failed(t0), Log::Warn);
+        assert!(e.failing());
         assert_eq!(e.failed(t0 + s(1)), Log::Debug);
         assert_eq!(e.failed(t0 + s(2)), Log::Debug);
         assert_eq!(
@@ -90,6 +98,7 @@ mod tests {
                 after: s(5)
             }
         );
+        assert!(!e.failing());
         assert_eq!(e.succeeded(t0 + s(6)), Log::Nothing);
         // Failing again soon after: no second warning, no recovery line.
         assert_eq!(e.failed(t0 + s(10)), Log::Debug);

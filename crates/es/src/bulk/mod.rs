@@ -128,6 +128,12 @@ impl BulkWriter {
         &self.inner.cfg
     }
 
+    /// Whether `_bulk` requests are failing now: from a transient failure until a
+    /// request succeeds.
+    pub fn failing(&self) -> bool {
+        self.inner.episodes.failing()
+    }
+
     /// Write all operations; returns when each is done: written, a version conflict
     /// (a newer write is there), or rejected (returned in [`BulkOutcome::rejected`]).
     ///
