@@ -180,7 +180,9 @@ async fn two_syncs_one_stopped_midway_verifies_clean() {
     tokio::time::sleep(Duration::from_millis(rng.below(1500))).await;
     assert!(first.terminate(WAIT).success(), "{}", first.stderr());
     writer.await.expect("workload");
-    workload(&p, s + 1, half..2 * half).await.expect("workload");
+    workload(&p, s.wrapping_add(1), half..2 * half)
+        .await
+        .expect("workload");
     verify_clean(&p);
     p.drop().await;
 }
