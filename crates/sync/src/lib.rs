@@ -17,8 +17,9 @@ pub use metrics::Metrics;
 
 use clap::Parser;
 use mee_core::AppConfig;
+use mee_core::handler::Handler;
 use mee_telemetry::{CancellationToken, Service};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,7 +80,14 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
     else {
         return stopped(svc).await;
     };
+    let mut store =
+        mee_redis::GenerationStore::new(redis, mee_redis::Keys::new(&cfg.redis.key_prefix));
+    // Only the databases this task reads: another one being down does not concern it.
+    let used = databases_read(&mut store, &cli.task).await;
     for (name, mysql_cfg) in &cfg.mysql {
+        if used.as_ref().is_some_and(|used| !used.contains(name)) {
+            continue;
+        }
         let Some(conn) = svc
             .connect("mysql", || mee_mysql::connect(name, mysql_cfg))
             .await?
@@ -89,7 +97,6 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
         conn.disconnect().await.ok();
     }
 
-    let store = mee_redis::GenerationStore::new(redis, mee_redis::Keys::new(&cfg.redis.key_prefix));
     let metrics = Metrics::register(&svc.registry)?;
     let Some(dlq) = svc
         .connect("kafka", || {
@@ -111,6 +118,22 @@ pub async fn run(cli: Cli, cfg: AppConfig) -> anyhow::Result<()> {
     svc.stop().await;
     tracing::info!("stopped");
     result.map_err(Into::into)
+}
+
+/// The logical databases the task's active generations read; `None` when Redis or a
+/// handler copy cannot tell (then every configured one is checked).
+async fn databases_read(
+    store: &mut mee_redis::GenerationStore,
+    task: &str,
+) -> Option<BTreeSet<String>> {
+    let mut used = BTreeSet::new();
+    for g in store.list(task).await.ok()? {
+        if g.state.is_active() {
+            let handler = Handler::parse(&g.handler_path, &g.handler_yaml).ok()?;
+            used.extend(handler.all_items().iter().map(|i| i.database.clone()));
+        }
+    }
+    Some(used)
 }
 
 /// What every generation's consumer shares.

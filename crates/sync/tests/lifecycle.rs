@@ -53,6 +53,31 @@ async fn healthy_then_clean_exit_on_sigterm() {
     assert!(p.stderr().contains("consuming"), "{}", p.stderr());
 }
 
+/// A database the task does not read may be down: `sync` does not wait for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unrelated_database_that_is_down_is_not_waited_for() {
+    let env = StackEnv::load();
+    let prefix = unique_name("r");
+    let task = format!("{prefix}_task");
+    record_generation(&env, &prefix, &task).await;
+    let toml = env.app_config_toml(&[("shop", "mysql"), ("billing", "billing")], &prefix);
+    let billing = toml.find("[mysql.billing]").expect("a billing section");
+    let toml = format!(
+        "{}{}",
+        &toml[..billing],
+        toml[billing..].replacen(&format!("port = {}", env.mysql_port), "port = 1", 1)
+    );
+    assert!(toml.contains("port = 1\n"), "{toml}");
+    let mut p = ServiceProcess::spawn(BIN, &["-n", &task], &toml, &[]);
+    p.wait_healthy(Duration::from_secs(30));
+    assert!(
+        p.terminate(Duration::from_secs(15)).success(),
+        "{}",
+        p.stderr()
+    );
+    assert!(p.stderr().contains("consuming"), "{}", p.stderr());
+}
+
 #[test]
 fn a_task_without_generations_says_to_run_update() {
     let env = StackEnv::load();
