@@ -41,21 +41,8 @@ pub(super) async fn poll_visible(
         if !get_q.is_empty() {
             let ids: Vec<String> = get_q.iter().map(|s| s.id.to_string()).collect();
             let body = json!({"ids": ids});
-            let answer = es_call(
-                &http,
-                &base,
-                "POST",
-                &format!("/{alias}/_mget"),
-                Some(&body),
-            )
-            .await
-            .ok();
+            let seen = fetch_seen(&http, &base, &format!("/{alias}/_mget"), &body, "/docs").await;
             let now = Instant::now();
-            let seen = seen_seqs(
-                answer
-                    .map(|(_, v)| v["docs"].as_array().cloned().unwrap_or_default())
-                    .unwrap_or_default(),
-            );
             let mut keep = Vec::new();
             for s in get_q.drain(..) {
                 if seen.get(&s.id.to_string()).is_some_and(|n| *n >= s.seq) {
@@ -77,21 +64,9 @@ pub(super) async fn poll_visible(
         if round % 4 == 0 && !search_q.is_empty() {
             let ids: Vec<String> = search_q.iter().map(|s| s.id.to_string()).collect();
             let body = json!({"size": ids.len(), "query": {"ids": {"values": ids}}});
-            let answer = es_call(
-                &http,
-                &base,
-                "POST",
-                &format!("/{alias}/_search"),
-                Some(&body),
-            )
-            .await
-            .ok();
+            let path = format!("/{alias}/_search");
+            let seen = fetch_seen(&http, &base, &path, &body, "/hits/hits").await;
             let now = Instant::now();
-            let seen = seen_seqs(
-                answer
-                    .map(|(_, v)| v["hits"]["hits"].as_array().cloned().unwrap_or_default())
-                    .unwrap_or_default(),
-            );
             search_q.retain(|s| {
                 if seen.get(&s.id.to_string()).is_some_and(|n| *n >= s.seq) {
                     searched.push((now - s.at).as_secs_f64() * 1000.0);
@@ -114,9 +89,20 @@ fn seq_of(v: &Value) -> Option<u64> {
     v.as_str()?.strip_prefix('s')?.parse().ok()
 }
 
-/// `_id` → the change sequence its document's `status` carries, for the documents of
-/// an `_mget` or `_search` answer.
-fn seen_seqs(docs: Vec<Value>) -> HashMap<String, u64> {
+/// POST `body` to `path`; `_id` → the change sequence its document's `status` carries,
+/// for the documents at `pointer` of the answer (`/docs` of `_mget`, `/hits/hits` of
+/// `_search`). Empty when the request fails.
+async fn fetch_seen(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: &Value,
+    pointer: &str,
+) -> HashMap<String, u64> {
+    let answer = es_call(http, base, "POST", path, Some(body)).await.ok();
+    let docs = answer
+        .and_then(|(_, v)| v.pointer(pointer)?.as_array().cloned())
+        .unwrap_or_default();
     docs.iter()
         .filter_map(|d| {
             Some((
