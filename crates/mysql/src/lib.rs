@@ -13,7 +13,7 @@ mod source;
 pub use error::MySqlError;
 pub use opts::{connect, opts, pool};
 pub use preflight::{PreflightProblem, check_handler};
-pub use server::{ServerInfo, binlog_position, server_info};
+pub use server::{ServerInfo, binlog_position, server_info, snapshot_position};
 pub use source::{MySqlSource, column_kind, json_columns};
 
 pub use mysql_async;

@@ -74,3 +74,41 @@ pub async fn binlog_position(
     let offset: u64 = row.get(1).unwrap_or_default();
     Ok(BinlogPosition::new(file, offset))
 }
+
+/// The binlog position of a consistent snapshot taken now: every transaction before it
+/// in the binlog is visible to any read that starts afterwards, and none after it was
+/// visible to the snapshot. MariaDB reports it (`Binlog_snapshot_file`/`_position` after
+/// `START TRANSACTION WITH CONSISTENT SNAPSHOT`); `None` from servers that do not
+/// (MySQL) or with binary logging off.
+///
+/// Unlike [`binlog_position`], it never counts a transaction that is in the binlog but
+/// not yet committed in the storage engine.
+pub async fn snapshot_position(
+    conn: &mut Conn,
+    database: &str,
+) -> Result<Option<BinlogPosition>, MySqlError> {
+    let what = "START TRANSACTION WITH CONSISTENT SNAPSHOT; SHOW STATUS LIKE 'binlog_snapshot_%'";
+    let err = |e| MySqlError::query(database, what, e);
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await
+        .map_err(err)?;
+    let status: Result<Vec<(String, String)>, _> =
+        conn.query("SHOW STATUS LIKE 'binlog_snapshot_%'").await;
+    // Ends the snapshot whatever happened; a connection left in a transaction would
+    // hold old row versions.
+    conn.query_drop("COMMIT").await.map_err(err)?;
+    let status = status.map_err(err)?;
+    let get = |name: &str| {
+        status
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let (Some(file), Some(offset)) = (
+        get("Binlog_snapshot_file").filter(|f| !f.is_empty()),
+        get("Binlog_snapshot_position").and_then(|p| p.parse::<u64>().ok()),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(BinlogPosition::new(file, offset)))
+}

@@ -51,6 +51,19 @@ impl MySqlSource {
         })
     }
 
+    /// [`crate::snapshot_position`] on `database`'s server.
+    pub async fn snapshot_position(
+        &self,
+        database: &str,
+    ) -> Result<Option<mee_core::BinlogPosition>, MySqlError> {
+        let mut conn = self
+            .pool(database)?
+            .get_conn()
+            .await
+            .map_err(|e| MySqlError::query(database, "get a connection", e))?;
+        crate::snapshot_position(&mut conn, database).await
+    }
+
     /// Close every pool's connections.
     pub async fn close(self) {
         for (_, pool) in self.pools {

@@ -4,6 +4,7 @@
 //! cannot be applied.
 
 use crate::SyncError;
+use crate::remembered::RememberedWrites;
 use mee_core::dead_letter::DeadLetter;
 use mee_core::event::{ChangeEvent, ChangeKind};
 use mee_core::generation::Generation;
@@ -64,6 +65,8 @@ pub(crate) struct BatchReport {
     pub deleted: u64,
     pub conflicts: u64,
     pub dead_lettered: u64,
+    /// Documents not rebuilt: a write this process made already included their changes.
+    pub covered: u64,
     pub bulk_latencies: Vec<Duration>,
     /// Time spent per stage: filter (skipping what the handler does not read), trace (finding the affected documents), search
     /// (items found by `query`), build (reading them from MySQL), write
@@ -85,6 +88,21 @@ pub(crate) struct Applier<'h> {
     /// Document ids → master keys, for the documents a `query` search finds (`None`
     /// when no item needs one).
     pub inverter: Option<IdInverter>,
+    /// The database whose server's consistent snapshots version the writes (`None`:
+    /// each write carries its newest event's version). Set when every database the
+    /// handler reads is on one server, the one whose binlog the events come from.
+    pub snapshot_database: Option<&'h str>,
+    /// Cleared when the server turns out not to report snapshot positions.
+    pub snapshots: std::sync::atomic::AtomicBool,
+    pub remembered: RememberedWrites,
+}
+
+/// The writes planned for a batch, the master key of each, and the version they carry
+/// when it is a snapshot's (`None`: each its event's).
+struct Planned {
+    ops: Vec<BulkOp>,
+    keys: Vec<Vec<MatchKey>>,
+    snapshot: Option<u64>,
 }
 
 /// `query` searches per request (Elasticsearch limits the clauses of one query).
@@ -133,6 +151,7 @@ impl Applier<'_> {
             }
         }
         let mut changes = Vec::new();
+        let mut files: HashSet<&str> = HashSet::new();
         // Master key → (id, routing) from the master rows' own images, for deletes.
         let mut master_ids: HashMap<Vec<MatchKey>, (String, Option<String>)> = HashMap::new();
         for e in events {
@@ -160,6 +179,7 @@ impl Applier<'_> {
             if let Some(img) = e.after.as_ref().or(e.before.as_ref()) {
                 self.remember_master_id(e, img, &mut master_ids);
             }
+            files.insert(binlog_base(&e.position.file));
             changes.push(RowChange {
                 database: &e.database,
                 table: &e.table,
@@ -171,19 +191,31 @@ impl Applier<'_> {
 
         lap(&mut report, "filter");
         let before = report.stages.len();
-        let ops = self.operations(&changes, &master_ids, &mut report).await?;
+        let planned = self
+            .operations(&changes, &files, &master_ids, &mut report)
+            .await?;
         // `operations` recorded its tracing and searching; the rest is building.
         let inner: Duration = report.stages[before..].iter().map(|s| s.1).sum();
         lap(&mut report, "build");
         if let Some(build) = report.stages.last_mut() {
             build.1 = build.1.saturating_sub(inner);
         }
-        if !ops.is_empty() {
-            let outcome = self.writer.write(ops).await?;
+        if !planned.ops.is_empty() {
+            let ids: Vec<String> = planned.ops.iter().map(|op| op.id.clone()).collect();
+            let outcome = self.writer.write(planned.ops).await?;
             report.indexed = outcome.indexed;
             report.deleted = outcome.deleted;
             report.conflicts = outcome.conflicts;
             report.bulk_latencies = outcome.latencies;
+            let refused: HashSet<&str> =
+                outcome.rejected.iter().map(|r| r.op.id.as_str()).collect();
+            if let Some(version) = planned.snapshot {
+                let taken = ids
+                    .iter()
+                    .zip(planned.keys)
+                    .filter(|(id, _)| !refused.contains(id.as_str()));
+                self.remembered.remember(taken.map(|(_, key)| key), version);
+            }
             for r in outcome.rejected {
                 letters.push(self.rejected(r));
             }
@@ -212,15 +244,24 @@ impl Applier<'_> {
     async fn operations(
         &self,
         changes: &[RowChange<'_>],
+        files: &HashSet<&str>,
         master_ids: &HashMap<Vec<MatchKey>, (String, Option<String>)>,
         report: &mut BatchReport,
-    ) -> Result<Vec<BulkOp>, SyncError> {
+    ) -> Result<Planned, SyncError> {
+        let mut planned = Planned {
+            ops: Vec::new(),
+            keys: Vec::new(),
+            snapshot: None,
+        };
         if changes.is_empty() {
-            return Ok(Vec::new());
+            return Ok(planned);
         }
         if let Some(ops) = self.image_operations(changes) {
-            return Ok(ops);
+            planned.ops = ops;
+            return Ok(planned);
         }
+        // Before any read, so every read sees at least this snapshot.
+        planned.snapshot = self.snapshot_version(changes, files).await?;
         let traced = Instant::now();
         let found = self.materializer.affected(self.source, changes).await?;
         report.stages.push(("trace", traced.elapsed()));
@@ -230,22 +271,34 @@ impl Applier<'_> {
             affected.extend(self.search(&found.queries).await?);
             report.stages.push(("search", searched.elapsed()));
         }
-        if affected.is_empty() {
-            return Ok(Vec::new());
-        }
         let mut versions: HashMap<Vec<MatchKey>, u64> = HashMap::new();
         for a in &affected {
             let v = versions.entry(match_key(&a.key)).or_insert(0);
             *v = (*v).max(a.version);
         }
-        let keys: Vec<Vec<Cell>> = affected.into_iter().map(|a| a.key).collect();
+        let distinct = versions.len();
+        versions.retain(|key, version| !self.remembered.covers(key, *version));
+        report.covered = (distinct - versions.len()) as u64;
+        let keys: Vec<Vec<Cell>> = affected
+            .into_iter()
+            .filter(|a| versions.contains_key(&match_key(&a.key)))
+            .map(|a| a.key)
+            .collect();
+        if keys.is_empty() {
+            return Ok(planned);
+        }
+        if let Some(snapshot) = planned.snapshot {
+            versions.values_mut().for_each(|v| *v = snapshot);
+        }
         let built = self.materializer.keys(self.source, &keys).await?;
         let index = &self.generation.index;
-        let mut ops = Vec::with_capacity(built.documents.len() + built.missing.len());
+        let ops = &mut planned.ops;
         let mut written: HashSet<String> = HashSet::new();
         for d in built.documents {
-            let version = versions.get(&match_key(&d.key)).copied().unwrap_or(0);
+            let mk = match_key(&d.key);
+            let version = versions.get(&mk).copied().unwrap_or(0);
             written.insert(d.id.clone());
+            planned.keys.push(mk);
             ops.push(BulkOp {
                 index: index.clone(),
                 id: d.id,
@@ -279,8 +332,44 @@ impl Applier<'_> {
                 version: versions.get(&mk).copied().unwrap_or(0),
                 action: BulkAction::Delete,
             });
+            planned.keys.push(mk);
         }
-        Ok(ops)
+        Ok(planned)
+    }
+
+    /// The version for this batch's writes: the binlog position of a consistent
+    /// snapshot taken now, when it is past every change of the batch, so that the
+    /// documents read after it include them all. `None` (each write then carries its
+    /// newest event's version) without a snapshot database, on servers that do not
+    /// report snapshot positions, or when the changes come from another binlog.
+    async fn snapshot_version(
+        &self,
+        changes: &[RowChange<'_>],
+        files: &HashSet<&str>,
+    ) -> Result<Option<u64>, SyncError> {
+        use std::sync::atomic::Ordering;
+        let Some(database) = self.snapshot_database else {
+            return Ok(None);
+        };
+        if !self.snapshots.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let Some(position) = self.source.snapshot_position(database).await? else {
+            self.snapshots.store(false, Ordering::Relaxed);
+            tracing::info!(
+                generation = %self.generation.id,
+                database,
+                "the server does not report consistent snapshots' binlog positions (MariaDB \
+                 does): each write carries its event's version, and every change is rebuilt"
+            );
+            return Ok(None);
+        };
+        let newest = changes.iter().map(|c| c.version).max().unwrap_or(0);
+        let base = binlog_base(&position.file);
+        Ok(position
+            .version()
+            .ok()
+            .filter(|v| *v > newest && files.iter().all(|f| *f == base)))
     }
 
     /// The master keys of the documents the searches find, after a refresh so that
@@ -449,6 +538,11 @@ impl Applier<'_> {
         };
         DeadLetter::rejected_document(self.generation, r.op.id, r.status, r.reason, sent, now_ms())
     }
+}
+
+/// `mariadb-bin.000003` → `mariadb-bin`.
+fn binlog_base(file: &str) -> &str {
+    file.rsplit_once('.').map_or(file, |(base, _)| base)
 }
 
 pub(crate) fn now_ms() -> u64 {

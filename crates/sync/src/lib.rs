@@ -10,6 +10,7 @@
 mod apply;
 mod error;
 mod metrics;
+mod remembered;
 mod worker;
 
 pub use error::SyncError;

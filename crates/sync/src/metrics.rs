@@ -42,7 +42,7 @@ impl Metrics {
             documents: IntCounterVec::new(
                 Opts::new(
                     "mee_sync_documents_total",
-                    "Document writes by outcome: indexed, deleted, conflict (a newer version was there), dead_lettered",
+                    "Document writes by outcome: indexed, deleted, conflict (a newer version was there), dead_lettered, covered (not rebuilt: an earlier write already included the change)",
                 ),
                 &labels(&["outcome"]),
             )?,

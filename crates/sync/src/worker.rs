@@ -2,6 +2,7 @@
 //! batches in partition order, commit offsets only after a batch is applied.
 
 use crate::apply::{Applier, BatchReport, Message, now_ms};
+use crate::remembered::RememberedWrites;
 use crate::{Shared, SyncError};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -69,6 +70,9 @@ pub async fn run(
         es: &shared.es,
         // `untraceable()` above made sure the ids can be inverted when needed.
         inverter: searches.then(|| IdInverter::new(&handler).ok()).flatten(),
+        snapshot_database: snapshot_database(&shared.cfg, &handler),
+        snapshots: true.into(),
+        remembered: RememberedWrites::new(shared.cfg.sync.remembered_writes_max_docs),
     };
     // A search sees only what earlier batches have written: one batch at a time.
     let in_flight = if searches {
@@ -115,6 +119,19 @@ pub async fn run(
     consumer.unsubscribe();
     source.close().await;
     result
+}
+
+/// The master's database when every database the handler reads is on one server:
+/// then one binlog orders all its changes, and a snapshot's position there can version
+/// the writes. `None` with several servers (their binlog positions do not compare).
+fn snapshot_database<'h>(cfg: &mee_core::AppConfig, handler: &'h Handler) -> Option<&'h str> {
+    let servers: BTreeSet<(&str, u16)> = handler
+        .all_items()
+        .iter()
+        .filter_map(|i| cfg.mysql_for(&i.database).ok())
+        .map(|m| (m.host.as_str(), m.port))
+        .collect();
+    (servers.len() == 1).then_some(handler.master().database.as_str())
 }
 
 /// The pipeline: a reader task fills batches while up to `batches_in_flight` earlier
@@ -390,6 +407,7 @@ fn record(shared: &Shared, labels: &[&str; 2], events: usize, r: &BatchReport) {
         ("deleted", r.deleted),
         ("conflict", r.conflicts),
         ("dead_lettered", r.dead_lettered),
+        ("covered", r.covered),
     ] {
         m.documents
             .with_label_values(&[task, generation, outcome])

@@ -75,6 +75,12 @@ pub struct SyncConfig {
     /// abandoned uncommitted.
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// Documents whose last write's version `sync` remembers (per generation), so that
+    /// a change already included in a write built after it was committed is not
+    /// rebuilt again (MariaDB only; see the README's "Consistency"). About 100 bytes
+    /// each; 0 turns it off.
+    #[serde(default = "default_remembered_writes_max_docs")]
+    pub remembered_writes_max_docs: usize,
 }
 
 impl Default for SyncConfig {
@@ -86,6 +92,7 @@ impl Default for SyncConfig {
             batches_in_flight: default_batches_in_flight(),
             generations_poll_ms: default_generations_poll_ms(),
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
+            remembered_writes_max_docs: default_remembered_writes_max_docs(),
         }
     }
 }
@@ -107,6 +114,9 @@ fn default_give_up_after_ms() -> u64 {
 }
 fn default_lock_ttl_ms() -> u64 {
     30_000
+}
+fn default_remembered_writes_max_docs() -> usize {
+    500_000
 }
 fn default_flush_max_events() -> usize {
     2000

@@ -1,0 +1,55 @@
+//! A backlog made while `sync` was stopped: a document changed in many batches is
+//! rebuilt from MySQL once per consistent snapshot that includes its changes, not once
+//! per change, and the index still ends equal to MySQL, with changes going on meanwhile.
+
+mod common;
+
+use common::{WAIT, converges, start};
+use mee_test_support::workload::{Rng, shop_change};
+use mee_test_support::{Pipeline, ServiceProcess};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_rebuilds_each_document_once_and_converges() {
+    let p = Pipeline::shop().await;
+    let (_listen, mut sync) = start(&p).await;
+    assert!(sync.terminate(WAIT).success(), "{}", sync.stderr());
+
+    let mut rng = Rng::new(21);
+    for i in 0..150 {
+        p.sql(&shop_change(&mut rng, i)).await;
+    }
+    for round in 0..5 {
+        p.sql(&format!("UPDATE orders SET status = 'round {round}'"))
+            .await;
+    }
+    // Small batches, so that the same documents come back batch after batch.
+    let toml = p
+        .toml
+        .replace("[sync]\n", "[sync]\nflush_max_events = 10\n");
+    let mut sync = p.spawn_with("sync", &[], &toml);
+    sync.wait_healthy(WAIT);
+    for i in 150..250 {
+        p.sql(&shop_change(&mut rng, i)).await;
+    }
+    converges(&p, Duration::from_secs(60)).await;
+
+    let covered = documents(&sync, "covered");
+    let indexed = documents(&sync, "indexed");
+    assert!(
+        covered > 0,
+        "no change was covered by an earlier write (indexed {indexed})"
+    );
+    assert!(sync.terminate(WAIT).success(), "{}", sync.stderr());
+    p.drop().await;
+}
+
+/// `mee_sync_documents_total` of `outcome`, summed over generations.
+fn documents(sync: &ServiceProcess, outcome: &str) -> u64 {
+    let (_, body) = sync.get("/metrics").expect("metrics");
+    let label = format!("outcome=\"{outcome}\"");
+    body.lines()
+        .filter(|l| l.starts_with("mee_sync_documents_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
