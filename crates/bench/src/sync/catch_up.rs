@@ -28,6 +28,8 @@ pub(super) struct CatchUp {
     pub(super) publish_secs: f64,
     pub(super) secs: f64,
     pub(super) docs: u64,
+    /// Documents not rebuilt: an earlier write of this run already included the change.
+    pub(super) covered: f64,
     pub(super) batches: f64,
     pub(super) batch_events_avg: f64,
     pub(super) bulks: f64,
@@ -144,6 +146,8 @@ async fn catch_up_in(
     let received = sink.stats().docs_indexed;
     let mysql_cpu = || server_pid("mariadb").and_then(cpu_secs).unwrap_or(f64::NAN);
     let mysql_before = mysql_cpu();
+    let noida_cpu = || server_pid("noida").and_then(cpu_secs).unwrap_or(f64::NAN);
+    let noida_before = noida_cpu();
     let start = Instant::now();
     stack.start_sync().await?;
     stack.wait_drained(Duration::from_secs(1800)).await?;
@@ -154,13 +158,15 @@ async fn catch_up_in(
         .and_then(|p| cpu_secs(p.pid()))
         .unwrap_or(f64::NAN);
     let mysql_used = mysql_cpu() - mysql_before;
+    let noida_used = noida_cpu() - noida_before;
     let sync_rss_mib = stack
         .sync
         .as_ref()
         .and_then(|p| vm_hwm_kb(&p.pid().to_string()))
         .map_or(f64::NAN, |kb| kb as f64 / 1024.0);
     eprintln!(
-        "{}: CPU during the catch-up: sync {sync_cpu:.1} s, mariadbd {mysql_used:.1} s; \
+        "{}: CPU during the catch-up: sync {sync_cpu:.1} s, mariadbd {mysql_used:.1} s, \
+         noida-db {noida_used:.1} s; \
          sync's peak RSS {sync_rss_mib:.1} MiB",
         stack.name
     );
@@ -181,6 +187,11 @@ async fn catch_up_in(
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
+    let covered: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("mee_sync_documents_total{") && l.contains("outcome=\"covered\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
     let batches = metric("mee_sync_batch_events_count");
     let batch_events_avg = metric("mee_sync_batch_events_sum") / batches;
     let bulks = metric("mee_sync_bulk_seconds_count");
@@ -204,7 +215,7 @@ async fn catch_up_in(
         stages.join(", ")
     );
     eprintln!(
-        "{}: sync caught up {events} events in {secs:.1} s ({:.0}/s), {docs_received} docs; \
+        "{}: sync caught up {events} events in {secs:.1} s ({:.0}/s), {docs_received} docs, {covered} not rebuilt (covered); \
          {batches} batches, {bulks} bulks, {bulk_secs:.1} s in bulk",
         stack.name,
         events as f64 / secs
@@ -249,6 +260,7 @@ async fn catch_up_in(
         publish_secs,
         secs,
         docs: docs_received,
+        covered,
         batches,
         batch_events_avg,
         bulks,
