@@ -201,15 +201,19 @@ impl Applier<'_> {
             build.1 = build.1.saturating_sub(inner);
         }
         if !planned.ops.is_empty() {
-            let ids: Vec<String> = planned.ops.iter().map(|op| op.id.clone()).collect();
+            // Ids to remember, only when the writes carry a snapshot's version.
+            let ids: Vec<String> = match planned.snapshot {
+                Some(_) => planned.ops.iter().map(|op| op.id.clone()).collect(),
+                None => Vec::new(),
+            };
             let outcome = self.writer.write(planned.ops).await?;
             report.indexed = outcome.indexed;
             report.deleted = outcome.deleted;
             report.conflicts = outcome.conflicts;
             report.bulk_latencies = outcome.latencies;
-            let refused: HashSet<&str> =
-                outcome.rejected.iter().map(|r| r.op.id.as_str()).collect();
             if let Some(version) = planned.snapshot {
+                let refused: HashSet<&str> =
+                    outcome.rejected.iter().map(|r| r.op.id.as_str()).collect();
                 let taken = ids
                     .iter()
                     .zip(planned.keys)
