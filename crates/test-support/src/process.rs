@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct ServiceProcess {
     child: Child,
+    /// The binary's file name, for messages.
+    bin: String,
     pub metrics: SocketAddr,
     config: PathBuf,
     log: PathBuf,
@@ -38,8 +40,10 @@ impl ServiceProcess {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("start {bin}: {e}"));
+        let name = std::path::Path::new(bin).file_name();
         Self {
             child,
+            bin: name.map_or(bin.into(), |n| n.to_string_lossy().into_owned()),
             metrics,
             config,
             log,
@@ -49,6 +53,13 @@ impl ServiceProcess {
     /// Everything the process wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last [`TAIL_LINES`] lines the process wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        let all = self.stderr();
+        let lines: Vec<&str> = all.lines().collect();
+        lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
     }
 
     /// GET `path` on the metrics endpoint: `(status, body)`, or `None` if it does not answer.
@@ -130,12 +141,27 @@ impl ServiceProcess {
     }
 }
 
+/// How much of a service's log a failure shows.
+const TAIL_LINES: usize = 60;
+
 impl Drop for ServiceProcess {
+    /// Kills the process. When a test fails (the thread is panicking) the log is kept
+    /// and its end printed, so that the failure can be diagnosed.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
-        let _ = std::fs::remove_file(&self.log);
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} (pid {}), whole log kept in {} ---\n{}",
+                self.bin,
+                self.child.id(),
+                self.log.display(),
+                self.stderr_tail()
+            );
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 

@@ -101,6 +101,17 @@ impl Rebuild<'_> {
             return Ok(None);
         }
         if self.options.resume {
+            if newest.offsets_mark.is_empty() {
+                // Killed between recording the generation and committing its consumer
+                // group: `sync` never consumes it, and no row was loaded yet.
+                tracing::warn!(
+                    generation = %newest.id,
+                    "the unfinished generation's set-up was interrupted before its consumer \
+                     group was committed: dropping it and starting a new generation"
+                );
+                self.drop_generation(&newest).await?;
+                return Ok(None);
+            }
             if newest.handler_yaml != self.handler.source {
                 tracing::warn!(
                     generation = %newest.id,

@@ -157,6 +157,38 @@ async fn a_killed_load_is_resumed_or_dropped_and_the_alias_never_moves() {
     p.drop().await;
 }
 
+/// Killed after recording a new generation but before committing its consumer group:
+/// `sync` never consumes such a generation, so `--resume` must not wait for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_replaces_a_generation_whose_set_up_was_interrupted() {
+    let p = Pipeline::shop().await;
+    let half_made = Generation::new(
+        &p.task,
+        &p.alias,
+        vec![p.topic()],
+        std::fs::read_to_string(&p.handler).expect("handler"),
+        p.handler.display().to_string(),
+        1_700_000_000_000,
+    )
+    .expect("a generation");
+    assert!(half_made.offsets_mark.is_empty());
+    let cfg = p.cfg();
+    let conn = mee_redis::connect(&cfg.redis).await.expect("redis");
+    let mut store = mee_redis::GenerationStore::new(conn, mee_redis::Keys::new(&p.prefix));
+    store.put(&half_made).await.expect("put");
+
+    let (status, log) = p.update(&["--resume"], MIN);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("set-up was interrupted"), "{log}");
+    let gens = generations(&p).await;
+    assert_eq!(gens.len(), 1, "the half-made generation is gone: {gens:?}");
+    assert_ne!(gens[0].id, half_made.id);
+    assert_eq!(gens[0].state, GenerationState::Live);
+    assert!(!gens[0].offsets_mark.is_empty());
+    assert_eq!(p.docs(&p.alias), orders_golden());
+    p.drop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn documents_elasticsearch_refuses_go_to_the_dead_letter_topic() {
     let p = Pipeline::shop_with_refused_orders().await;
