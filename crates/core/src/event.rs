@@ -13,6 +13,7 @@
 
 use crate::position::BinlogPosition;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// The format version written by this build.
@@ -68,6 +69,8 @@ pub struct ChangeEvent {
 pub enum EventError {
     #[error("not a change event: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("change event's `{0}` image is not an object of column values")]
+    Image(&'static str),
     #[error(
         "change event format {0} is newer than this build understands ({EVENT_FORMAT}); upgrade sync"
     )]
@@ -92,6 +95,132 @@ impl ChangeEvent {
     /// other values as JSON).
     pub fn message_key(&self) -> String {
         message_key(&self.database, &self.table, &self.key)
+    }
+}
+
+/// A change event read with its row images left as raw JSON, parsed only when asked:
+/// a reader that skips most events (`sync` catching up) then pays a scan for them
+/// instead of building every row. Same JSON as [`ChangeEvent`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct LazyChangeEvent {
+    pub format: u32,
+    pub database: String,
+    pub table: String,
+    #[serde(rename = "type")]
+    pub kind: ChangeKind,
+    #[serde(default)]
+    pub statement: Option<String>,
+    pub position: BinlogPosition,
+    pub version: u64,
+    pub commit_ts_ms: u64,
+    pub index_in_tx: u32,
+    #[serde(default)]
+    before: Option<Box<RawValue>>,
+    #[serde(default)]
+    after: Option<Box<RawValue>>,
+}
+
+/// A row image as a map of column → value.
+pub type Image = Map<String, Value>;
+
+impl LazyChangeEvent {
+    /// Refuses what [`ChangeEvent::from_json`] refuses, images that are not objects
+    /// included, so that [`Self::images`] only fails on what no JSON parser accepts.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, EventError> {
+        let e: LazyChangeEvent = serde_json::from_slice(bytes)?;
+        if e.format > EVENT_FORMAT {
+            return Err(EventError::Format(e.format));
+        }
+        for (name, raw) in [("before", &e.before), ("after", &e.after)] {
+            if raw.as_ref().is_some_and(|r| !r.get().starts_with('{')) {
+                return Err(EventError::Image(name));
+            }
+        }
+        Ok(e)
+    }
+
+    /// The before and after images, parsed.
+    pub fn images(&self) -> Result<(Option<Image>, Option<Image>), EventError> {
+        let parse = |raw: &Option<Box<RawValue>>| {
+            raw.as_ref()
+                .map(|r| serde_json::from_str::<Image>(r.get()))
+                .transpose()
+        };
+        Ok((parse(&self.before)?, parse(&self.after)?))
+    }
+
+    /// The values of `columns` (matched case-insensitively) in the before and after
+    /// images, without building the rest of the rows: `None` for an absent image,
+    /// and for a column the image does not have.
+    #[allow(clippy::type_complexity)]
+    pub fn image_columns(
+        &self,
+        columns: &[String],
+    ) -> Result<(Option<Vec<Option<Value>>>, Option<Vec<Option<Value>>>), EventError> {
+        let pick = |raw: &Option<Box<RawValue>>| {
+            raw.as_ref()
+                .map(|r| {
+                    let mut de = serde_json::Deserializer::from_str(r.get());
+                    serde::de::DeserializeSeed::deserialize(Columns(columns), &mut de)
+                })
+                .transpose()
+        };
+        Ok((pick(&self.before)?, pick(&self.after)?))
+    }
+}
+
+/// Picks the values of some columns out of an image, skipping the others.
+struct Columns<'c>(&'c [String]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Columns<'_> {
+    type Value = Vec<Option<Value>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Columns<'_> {
+    type Value = Vec<Option<Value>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a row image (an object of column values)")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = vec![None; self.0.len()];
+        while let Some(found) = map.next_key_seed(ColumnIndex(self.0))? {
+            match found {
+                Some(i) => out[i] = Some(map.next_value()?),
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A key of an image: the index of the wanted column it names, if any.
+struct ColumnIndex<'c>(&'c [String]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ColumnIndex<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for ColumnIndex<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a column name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|c| c.eq_ignore_ascii_case(name)))
     }
 }
 
@@ -154,6 +283,54 @@ mod tests {
             Err(EventError::Format(_))
         ));
         assert!(ChangeEvent::from_json(b"{not json").is_err());
+    }
+
+    #[test]
+    fn a_lazy_event_reads_the_same_json_and_parses_images_on_demand() {
+        let e = sample();
+        let lazy = LazyChangeEvent::from_json(&e.to_json()).expect("parse");
+        assert_eq!(
+            (lazy.database.as_str(), lazy.table.as_str(), lazy.kind),
+            ("shop", "orders", ChangeKind::Update)
+        );
+        assert_eq!(
+            (lazy.version, lazy.position.clone()),
+            (e.version, e.position)
+        );
+        assert_eq!(lazy.images().expect("images"), (e.before, e.after));
+        let (before, after) = lazy
+            .image_columns(&["ID".to_string(), "missing".to_string()])
+            .expect("columns");
+        assert_eq!(before, Some(vec![Some(json!(1001)), None]));
+        assert_eq!(after, Some(vec![Some(json!(1001)), None]));
+
+        let mut insert = sample();
+        insert.kind = ChangeKind::Insert;
+        insert.before = None;
+        let lazy = LazyChangeEvent::from_json(&insert.to_json()).expect("parse");
+        let (before, after) = lazy.image_columns(&["status".into()]).expect("columns");
+        assert_eq!((before, after), (None, Some(vec![Some(json!("paid"))])));
+    }
+
+    #[test]
+    fn a_lazy_event_refuses_what_the_eager_one_refuses() {
+        let mut v: Value = serde_json::from_slice(&sample().to_json()).expect("json");
+        v["format"] = json!(EVENT_FORMAT + 1);
+        assert!(matches!(
+            LazyChangeEvent::from_json(v.to_string().as_bytes()),
+            Err(EventError::Format(_))
+        ));
+        assert!(LazyChangeEvent::from_json(b"{not json").is_err());
+        v["format"] = json!(EVENT_FORMAT);
+        v["after"] = json!("not a row");
+        assert!(ChangeEvent::from_json(v.to_string().as_bytes()).is_err());
+        assert!(matches!(
+            LazyChangeEvent::from_json(v.to_string().as_bytes()),
+            Err(EventError::Image("after"))
+        ));
+        v["after"] = Value::Null;
+        let lazy = LazyChangeEvent::from_json(v.to_string().as_bytes()).expect("parse");
+        assert_eq!(lazy.images().expect("images").1, None, "null is no image");
     }
 
     #[test]

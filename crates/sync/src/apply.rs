@@ -6,7 +6,7 @@
 use crate::SyncError;
 use crate::remembered::RememberedWrites;
 use mee_core::dead_letter::DeadLetter;
-use mee_core::event::{ChangeEvent, ChangeKind};
+use mee_core::event::{ChangeKind, Image, LazyChangeEvent};
 use mee_core::generation::Generation;
 use mee_core::materialize::{
     AffectedKey, DocumentQuery, IdInverter, Materializer, RowChange, match_key,
@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// A message as consumed, parsed as it is read (on the reader's thread, beside the
-/// batches being applied).
+/// batches being applied); its row images are parsed only if the batch needs them.
 #[derive(Debug, Clone)]
 pub(crate) struct Message {
     pub topic: String,
@@ -29,12 +29,12 @@ pub(crate) struct Message {
     pub offset: i64,
     /// The change event, or why the payload is not one (with the payload, for the
     /// dead letter).
-    pub event: Result<ChangeEvent, (String, Option<Vec<u8>>)>,
+    pub event: Result<LazyChangeEvent, (String, Option<Vec<u8>>)>,
 }
 
 impl Message {
     pub fn read(topic: &str, partition: i32, offset: i64, payload: Option<&[u8]>) -> Self {
-        let event = match payload.map(ChangeEvent::from_json) {
+        let event = match payload.map(LazyChangeEvent::from_json) {
             Some(Ok(e)) => Ok(e),
             Some(Err(e)) => Err((e.to_string(), payload.map(<[u8]>::to_vec))),
             None => Err(("empty message".to_string(), None)),
@@ -55,10 +55,10 @@ impl Message {
 /// What applying a batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct BatchReport {
-    /// (table, type) of every change event read.
-    pub consumed: Vec<(String, &'static str)>,
-    /// (reason) of every event that affected no document.
-    pub skipped: Vec<&'static str>,
+    /// Change events read, per (table, type).
+    pub consumed: Vec<(String, &'static str, u64)>,
+    /// Events that affected no document, per reason.
+    pub skipped: Vec<(&'static str, u64)>,
     /// (table, type) of TRUNCATE/DDL on tables the handler reads.
     pub rebuild_needed: Vec<(String, &'static str)>,
     pub indexed: u64,
@@ -74,6 +74,26 @@ pub(crate) struct BatchReport {
     pub stages: Vec<(&'static str, Duration)>,
     /// Commit time of the newest event in the batch.
     pub newest_commit_ms: Option<u64>,
+}
+
+impl BatchReport {
+    fn consumed(&mut self, table: &str, kind: &'static str) {
+        match self
+            .consumed
+            .iter_mut()
+            .find(|(t, k, _)| t == table && *k == kind)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => self.consumed.push((table.to_string(), kind, 1)),
+        }
+    }
+
+    fn skipped(&mut self, reason: &'static str) {
+        match self.skipped.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.skipped.push((reason, 1)),
+        }
+    }
 }
 
 /// Everything a generation's batches need.
@@ -95,6 +115,9 @@ pub(crate) struct Applier<'h> {
     /// Cleared when the server turns out not to report snapshot positions.
     pub snapshots: std::sync::atomic::AtomicBool,
     pub remembered: RememberedWrites,
+    /// No item but the master reads the master's table: a change of a master row that
+    /// keeps its key affects that row's document alone.
+    pub master_table_alone: bool,
 }
 
 /// The writes planned for a batch, the master key of each, and the version they carry
@@ -144,18 +167,16 @@ impl Applier<'_> {
         let mut events = Vec::with_capacity(batch.len());
         for msg in batch {
             match &msg.event {
-                Ok(e) => events.push(e),
+                Ok(e) => events.push((msg, e)),
                 Err((reason, payload)) => {
                     letters.push(self.unreadable(msg, reason.clone(), payload.as_deref()))
                 }
             }
         }
-        let mut changes = Vec::new();
-        let mut files: HashSet<&str> = HashSet::new();
-        // Master key → (id, routing) from the master rows' own images, for deletes.
-        let mut master_ids: HashMap<Vec<MatchKey>, (String, Option<String>)> = HashMap::new();
-        for e in events {
-            report.consumed.push((e.table.clone(), kind_name(e.kind)));
+        // The events that may affect documents, with their images.
+        let mut rows: Vec<(&LazyChangeEvent, Option<Image>, Option<Image>)> = Vec::new();
+        for (msg, e) in events {
+            report.consumed(&e.table, kind_name(e.kind));
             report.newest_commit_ms = report.newest_commit_ms.max(Some(e.commit_ts_ms));
             match e.kind {
                 ChangeKind::Truncate | ChangeKind::Ddl => {
@@ -165,35 +186,42 @@ impl Applier<'_> {
                 ChangeKind::Insert | ChangeKind::Update | ChangeKind::Delete => {}
             }
             if !self.materializer.reads_table(&e.database, &e.table) {
-                report.skipped.push("table");
+                report.skipped("table");
                 continue;
             }
-            let passes = |img: &Option<Map<String, Value>>| {
+            if self.covered_by_key(e) {
+                report.skipped("covered");
+                continue;
+            }
+            match e.images() {
+                Ok((before, after)) => rows.push((e, before, after)),
+                Err(err) => letters.push(self.unreadable(msg, err.to_string(), None)),
+            }
+        }
+        let mut changes = Vec::new();
+        let mut files: HashSet<&str> = HashSet::new();
+        for (e, before, after) in &rows {
+            let passes = |img: &Option<Image>| {
                 img.as_ref()
                     .is_some_and(|i| self.materializer.passes_filter(&e.database, &e.table, i))
             };
-            if !passes(&e.before) && !passes(&e.after) {
-                report.skipped.push("filter");
+            if !passes(before) && !passes(after) {
+                report.skipped("filter");
                 continue;
-            }
-            if let Some(img) = e.after.as_ref().or(e.before.as_ref()) {
-                self.remember_master_id(e, img, &mut master_ids);
             }
             files.insert(binlog_base(&e.position.file));
             changes.push(RowChange {
                 database: &e.database,
                 table: &e.table,
-                before: e.before.as_ref(),
-                after: e.after.as_ref(),
+                before: before.as_ref(),
+                after: after.as_ref(),
                 version: e.version,
             });
         }
 
         lap(&mut report, "filter");
         let before = report.stages.len();
-        let planned = self
-            .operations(&changes, &files, &master_ids, &mut report)
-            .await?;
+        let planned = self.operations(&changes, &files, &mut report).await?;
         // `operations` recorded its tracing and searching; the rest is building.
         let inner: Duration = report.stages[before..].iter().map(|s| s.1).sum();
         lap(&mut report, "build");
@@ -249,7 +277,6 @@ impl Applier<'_> {
         &self,
         changes: &[RowChange<'_>],
         files: &HashSet<&str>,
-        master_ids: &HashMap<Vec<MatchKey>, (String, Option<String>)>,
         report: &mut BatchReport,
     ) -> Result<Planned, SyncError> {
         let mut planned = Planned {
@@ -311,6 +338,10 @@ impl Applier<'_> {
                 action: BulkAction::Index { source: d.source },
             });
         }
+        let master_ids = match built.missing.is_empty() {
+            true => HashMap::new(),
+            false => self.master_ids(changes),
+        };
         for key in built.missing {
             let mk = match_key(&key);
             let Some((id, routing)) = master_ids
@@ -465,27 +496,69 @@ impl Applier<'_> {
         Some(newest.into_values().collect())
     }
 
-    fn remember_master_id(
+    /// Master key → (id, routing) from the master rows' own images (the newest of
+    /// each), for deleting documents whose master row is gone.
+    fn master_ids(
         &self,
-        e: &ChangeEvent,
-        img: &Map<String, Value>,
-        ids: &mut HashMap<Vec<MatchKey>, (String, Option<String>)>,
-    ) {
+        changes: &[RowChange<'_>],
+    ) -> HashMap<Vec<MatchKey>, (String, Option<String>)> {
         let master = self.materializer.handler().master();
-        if master.database != e.database || !master.table.eq_ignore_ascii_case(&e.table) {
-            return;
+        let mut ids = HashMap::new();
+        for ch in changes {
+            if master.database != ch.database || !master.table.eq_ignore_ascii_case(ch.table) {
+                continue;
+            }
+            let Some(img) = ch.after.or(ch.before) else {
+                continue;
+            };
+            let key: Option<Vec<MatchKey>> = self
+                .primary_key
+                .iter()
+                .map(|c| {
+                    img.get(c)
+                        .map(|v| mee_core::materialize::json_cell(v).match_key())
+                })
+                .collect();
+            if let (Some(key), Some(id)) = (key, self.materializer.id_from_image(img)) {
+                ids.insert(key, id);
+            }
         }
-        let key: Option<Vec<MatchKey>> = self
-            .primary_key
-            .iter()
-            .map(|c| {
-                img.get(c)
-                    .map(|v| mee_core::materialize::json_cell(v).match_key())
-            })
-            .collect();
-        if let (Some(key), Some(id)) = (key, self.materializer.id_from_image(img)) {
-            ids.insert(key, id);
+        ids
+    }
+
+    /// Whether a remembered write already includes this change of a master row, told
+    /// from the row's key columns alone, before its images are parsed: only when no
+    /// other item reads the master's table and the change keeps the row's key, so
+    /// that it affects that row's document and nothing else.
+    fn covered_by_key(&self, e: &LazyChangeEvent) -> bool {
+        let master = self.materializer.handler().master();
+        if !self.master_table_alone
+            || master.database != e.database
+            || !master.table.eq_ignore_ascii_case(&e.table)
+            || self.remembered.is_empty()
+        {
+            return false;
         }
+        let Ok((before, after)) = e.image_columns(self.primary_key) else {
+            return false;
+        };
+        let key = |values: Vec<Option<Value>>| -> Option<Vec<MatchKey>> {
+            values
+                .iter()
+                .map(|v| match v {
+                    Some(v) if !v.is_null() => {
+                        Some(mee_core::materialize::json_cell(v).match_key())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let key = match (before.map(key), after.map(key)) {
+            (Some(Some(before)), Some(Some(after))) if before == after => after,
+            (None, Some(Some(key))) | (Some(Some(key)), None) => key,
+            _ => return false,
+        };
+        self.remembered.covers(&key, e.version)
     }
 
     /// The document id from the key alone (templates that use only key columns).
@@ -504,7 +577,7 @@ impl Applier<'_> {
         self.materializer.id_from_image(&image)
     }
 
-    fn structural(&self, e: &ChangeEvent, report: &mut BatchReport) {
+    fn structural(&self, e: &LazyChangeEvent, report: &mut BatchReport) {
         let reads = !e.table.is_empty() && self.materializer.reads_table(&e.database, &e.table);
         let statement = e.statement.as_deref().unwrap_or("");
         let serious = match e.kind {
@@ -527,7 +600,7 @@ impl Applier<'_> {
                 .rebuild_needed
                 .push((e.table.clone(), kind_name(e.kind)));
         } else {
-            report.skipped.push("ddl");
+            report.skipped("ddl");
         }
     }
 

@@ -35,7 +35,7 @@ impl Metrics {
             events_skipped: IntCounterVec::new(
                 Opts::new(
                     "mee_sync_events_skipped_total",
-                    "Events that affect no document: a table the handler does not read, or both images fail the filter",
+                    "Events that need no write: a table the handler does not read (table), both images fail the filter (filter), harmless DDL (ddl), a master row's change a remembered write already includes (covered)",
                 ),
                 &labels(&["reason"]),
             )?,

@@ -45,6 +45,8 @@ pub async fn run(
         });
     }
     let searches = materializer.searches();
+    let master = handler.master();
+    let master_table_alone = materializer.items_reading(&master.database, &master.table) == 1;
     let databases: Vec<&str> = handler
         .all_items()
         .iter()
@@ -73,6 +75,7 @@ pub async fn run(
         snapshot_database: snapshot_database(&shared.cfg, &handler),
         snapshots: true.into(),
         remembered: RememberedWrites::new(shared.cfg.sync.remembered_writes_max_docs),
+        master_table_alone,
     };
     // A search sees only what earlier batches have written: one batch at a time.
     let in_flight = if searches {
@@ -387,15 +390,15 @@ fn commit(
 fn record(shared: &Shared, labels: &[&str; 2], events: usize, r: &BatchReport) {
     let m = &shared.metrics;
     let [task, generation] = *labels;
-    for (table, kind) in &r.consumed {
+    for (table, kind, n) in &r.consumed {
         m.events_consumed
             .with_label_values(&[task, generation, table, kind])
-            .inc();
+            .inc_by(*n);
     }
-    for reason in &r.skipped {
+    for (reason, n) in &r.skipped {
         m.events_skipped
             .with_label_values(&[task, generation, reason])
-            .inc();
+            .inc_by(*n);
     }
     for (table, kind) in &r.rebuild_needed {
         m.rebuild_needed

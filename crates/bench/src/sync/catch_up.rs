@@ -187,9 +187,14 @@ async fn catch_up_in(
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
+    // Covered: changes skipped by their key alone, and affected documents not rebuilt.
     let covered: f64 = metrics
         .lines()
-        .filter(|l| l.starts_with("mee_sync_documents_total{") && l.contains("outcome=\"covered\""))
+        .filter(|l| {
+            (l.starts_with("mee_sync_documents_total{") && l.contains("outcome=\"covered\""))
+                || (l.starts_with("mee_sync_events_skipped_total{")
+                    && l.contains("reason=\"covered\""))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     let batches = metric("mee_sync_batch_events_count");
@@ -215,7 +220,7 @@ async fn catch_up_in(
         stages.join(", ")
     );
     eprintln!(
-        "{}: sync caught up {events} events in {secs:.1} s ({:.0}/s), {docs_received} docs, {covered} not rebuilt (covered); \
+        "{}: sync caught up {events} events in {secs:.1} s ({:.0}/s), {docs_received} docs, {covered} changes not rebuilt (covered); \
          {batches} batches, {bulks} bulks, {bulk_secs:.1} s in bulk",
         stack.name,
         events as f64 / secs
@@ -233,6 +238,7 @@ async fn catch_up_in(
     let bulk = cfg.elasticsearch.bulk.clone();
     let group = format!("{}_baseline", stack.name);
     let total = end().await? as u64;
+    let noida_before = noida_cpu();
     let result = baseline(
         cfg,
         &group,
@@ -248,9 +254,11 @@ async fn catch_up_in(
     if let Err(e) = mee_kafka::delete_group(&cfg.kafka, &group, Duration::from_secs(30)).await {
         eprintln!("warning: could not delete consumer group {group}: {e}");
     }
+    let base_noida = noida_cpu() - noida_before;
     let base_secs = result?;
     eprintln!(
-        "{}: baseline consumed and posted {total} in {base_secs:.1} s ({:.0}/s)",
+        "{}: baseline consumed and posted {total} in {base_secs:.1} s ({:.0}/s); \
+         noida-db CPU {base_noida:.1} s",
         stack.name,
         total as f64 / base_secs
     );

@@ -274,9 +274,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "Catch-up: {events} events ({rounds} rounds of UPDATEs of 10,000 orders each over \
              the {masters}-order fixture) published by `listen` in {publish:.1} s, then \
              `sync` started into the sink and timed from spawning it to its group's lag being \
-             0 ({docs} documents received; {covered} affected documents not rebuilt because a write \
-             from an earlier batch, read after a consistent snapshot, already included their \
-             change); {batches} batches of {per:.0} events on average, \
+             0 ({docs} documents received; {covered} changes not rebuilt because a write from an \
+             earlier batch, read after a consistent snapshot, already included them); {batches} batches of {per:.0} events on average, \
              {bulks} `_bulk` requests taking {bulk:.1} s in total. Baseline: a plain rdkafka \
              consumer (fresh group, from the topic's start) reading the same {base_events} \
              messages and posting the pre-built document of each message's order, {docs_per} \

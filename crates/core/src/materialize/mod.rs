@@ -333,10 +333,16 @@ impl<'h> Materializer<'h> {
 
     /// Whether any item reads `database.table`.
     pub fn reads_table(&self, database: &str, table: &str) -> bool {
+        self.items_reading(database, table) > 0
+    }
+
+    /// How many items read `database.table`.
+    pub fn items_reading(&self, database: &str, table: &str) -> usize {
         self.plan
             .items
             .iter()
-            .any(|i| i.database == database && i.table.eq_ignore_ascii_case(table))
+            .filter(|i| i.database == database && i.table.eq_ignore_ascii_case(table))
+            .count()
     }
 
     /// Whether a row image of `database.table` passes the `filter` of some item
