@@ -338,9 +338,10 @@ impl Applier<'_> {
                 action: BulkAction::Index { source: d.source },
             });
         }
-        let master_ids = match built.missing.is_empty() {
-            true => HashMap::new(),
-            false => self.master_ids(changes),
+        let master_ids = if built.missing.is_empty() {
+            HashMap::new()
+        } else {
+            self.master_ids(changes)
         };
         for key in built.missing {
             let mk = match_key(&key);
