@@ -69,8 +69,8 @@ pub(crate) struct BatchReport {
     pub covered: u64,
     pub bulk_latencies: Vec<Duration>,
     /// Time spent per stage: filter (skipping what the handler does not read), trace (finding the affected documents), search
-    /// (items found by `query`), build (reading them from MySQL), write
-    /// (Elasticsearch), dead_letter.
+    /// (items found by `query`), build (reading them from MySQL), queue (waiting for
+    /// the earlier batches' writes), write (Elasticsearch), dead_letter.
     pub stages: Vec<(&'static str, Duration)>,
     /// Commit time of the newest event in the batch.
     pub newest_commit_ms: Option<u64>,
@@ -118,6 +118,9 @@ pub(crate) struct Applier<'h> {
     /// No item but the master reads the master's table: a change of a master row that
     /// keeps its key affects that row's document alone.
     pub master_table_alone: bool,
+    /// The sequence number of the batch whose writes go next: batches are built
+    /// concurrently but write in read order.
+    pub write_turn: tokio::sync::watch::Sender<u64>,
 }
 
 /// The writes planned for a batch, the master key of each, and the version they carry
@@ -153,9 +156,10 @@ fn may_drop_columns(statement: &str) -> bool {
 }
 
 impl Applier<'_> {
-    /// Apply `batch`. On an error nothing may be committed: the caller retries the
-    /// whole batch (writes are versioned, so repeating them is harmless).
-    pub async fn apply(&self, batch: &[Message]) -> Result<BatchReport, SyncError> {
+    /// Apply `batch`, the `seq`th read (from 0). On an error nothing may be committed:
+    /// the caller retries the whole batch (writes are versioned, so repeating them is
+    /// harmless).
+    pub async fn apply(&self, batch: &[Message], seq: u64) -> Result<BatchReport, SyncError> {
         let mut report = BatchReport::default();
         let mut clock = Instant::now();
         let mut lap = |report: &mut BatchReport, stage: &'static str| {
@@ -228,6 +232,12 @@ impl Applier<'_> {
         if let Some(build) = report.stages.last_mut() {
             build.1 = build.1.saturating_sub(inner);
         }
+        // Writes in read order, so that a document's writes reach Elasticsearch
+        // oldest first: their external versions alone would keep the newest, but a
+        // delete's version is kept only for `index.gc_deletes`.
+        // (It cannot fail: the applier holds the sender.)
+        let _ = self.write_turn.subscribe().wait_for(|t| *t >= seq).await;
+        lap(&mut report, "queue");
         if !planned.ops.is_empty() {
             // Ids to remember, only when the writes carry a snapshot's version.
             let ids: Vec<String> = match planned.snapshot {
@@ -253,6 +263,7 @@ impl Applier<'_> {
             }
             lap(&mut report, "write");
         }
+        self.write_turn.send_modify(|t| *t = (*t).max(seq + 1));
         report.dead_lettered = letters.len() as u64;
         for letter in &letters {
             tracing::warn!(

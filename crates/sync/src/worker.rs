@@ -76,6 +76,7 @@ pub async fn run(
         snapshots: true.into(),
         remembered: RememberedWrites::new(shared.cfg.sync.remembered_writes_max_docs),
         master_table_alone,
+        write_turn: tokio::sync::watch::Sender::new(0),
     };
     // A search sees only what earlier batches have written: one batch at a time.
     let in_flight = if searches {
@@ -174,6 +175,7 @@ async fn consume(
     let mut in_flight: FuturesOrdered<_> = FuturesOrdered::new();
     let mut committed = Offsets::new();
     let mut reading = true;
+    let mut read = 0u64;
     let result = loop {
         tokio::select! {
             // Finished batches first: they free a slot and their offsets move on.
@@ -210,7 +212,10 @@ async fn consume(
                             m.lag_seconds.with_label_values(labels).set(0.0);
                         }
                     }
-                    Some(batch) => in_flight.push_back(apply_with_retry(applier, batch, &deadline, shared, labels)),
+                    Some(batch) => {
+                        in_flight.push_back(apply_with_retry(applier, batch, read, &deadline, shared, labels));
+                        read += 1;
+                    }
                     None => reading = false,
                 }
             }
@@ -243,6 +248,7 @@ type Applied = (
 async fn apply_with_retry(
     applier: &Applier<'_>,
     batch: Vec<Message>,
+    seq: u64,
     deadline: &CancellationToken,
     shared: &Shared,
     labels: &[&str; 2],
@@ -259,7 +265,7 @@ async fn apply_with_retry(
         }
         let batch = &batch;
         async move {
-            let result = applier.apply(batch).await;
+            let result = applier.apply(batch, seq).await;
             match &result {
                 Err(e) if e.is_mysql_outage() => shared.mysql_up.set(0),
                 // Documents were built, so MySQL answered.

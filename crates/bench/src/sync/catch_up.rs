@@ -201,19 +201,21 @@ async fn catch_up_in(
     let batch_events_avg = metric("mee_sync_batch_events_sum") / batches;
     let bulks = metric("mee_sync_bulk_seconds_count");
     let bulk_secs = metric("mee_sync_bulk_seconds_sum");
-    let stages: Vec<String> = ["filter", "trace", "search", "build", "write", "wait"]
-        .iter()
-        .map(|stage| {
-            let label = format!("stage=\"{stage}\"");
-            let secs: f64 = metrics
-                .lines()
-                .filter(|l| l.starts_with("mee_sync_stage_seconds_sum") && l.contains(&label))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum();
-            // An empty sum is -0.0.
-            format!("{stage} {:.1} s", secs.max(0.0))
-        })
-        .collect();
+    let stages: Vec<String> = [
+        "filter", "trace", "search", "build", "queue", "write", "wait",
+    ]
+    .iter()
+    .map(|stage| {
+        let label = format!("stage=\"{stage}\"");
+        let secs: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("mee_sync_stage_seconds_sum") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        // An empty sum is -0.0.
+        format!("{stage} {:.1} s", secs.max(0.0))
+    })
+    .collect();
     eprintln!(
         "{}: time per stage, summed over batches: {}",
         stack.name,
