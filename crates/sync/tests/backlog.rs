@@ -89,20 +89,27 @@ async fn a_key_change_in_a_backlog_moves_the_document() {
 
 /// `mee_sync_events_skipped_total` of `reason`, summed over generations.
 fn skipped(sync: &ServiceProcess, reason: &str) -> u64 {
-    let (_, body) = sync.get("/metrics").expect("metrics");
-    let label = format!("reason=\"{reason}\"");
-    body.lines()
-        .filter(|l| l.starts_with("mee_sync_events_skipped_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    counter(
+        sync,
+        "mee_sync_events_skipped_total",
+        &format!("reason=\"{reason}\""),
+    )
 }
 
 /// `mee_sync_documents_total` of `outcome`, summed over generations.
 fn documents(sync: &ServiceProcess, outcome: &str) -> u64 {
+    counter(
+        sync,
+        "mee_sync_documents_total",
+        &format!("outcome=\"{outcome}\""),
+    )
+}
+
+/// The counter `name`'s series with `label`, summed.
+fn counter(sync: &ServiceProcess, name: &str, label: &str) -> u64 {
     let (_, body) = sync.get("/metrics").expect("metrics");
-    let label = format!("outcome=\"{outcome}\"");
     body.lines()
-        .filter(|l| l.starts_with("mee_sync_documents_total{") && l.contains(&label))
+        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{')) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
