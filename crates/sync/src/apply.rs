@@ -6,7 +6,7 @@
 use crate::SyncError;
 use crate::remembered::RememberedWrites;
 use mee_core::dead_letter::DeadLetter;
-use mee_core::event::{ChangeKind, Image, LazyChangeEvent};
+use mee_core::event::{ChangeKind, Image, KeyColumns, KeyValues, LazyChangeEvent};
 use mee_core::generation::Generation;
 use mee_core::materialize::{
     AffectedKey, DocumentQuery, IdInverter, Materializer, RowChange, match_key,
@@ -33,8 +33,15 @@ pub(crate) struct Message {
 }
 
 impl Message {
-    pub fn read(topic: &str, partition: i32, offset: i64, payload: Option<&[u8]>) -> Self {
-        let event = match payload.map(LazyChangeEvent::from_json) {
+    /// `keys`: the table and columns whose values to pick out of the row images.
+    pub fn read(
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        payload: Option<&[u8]>,
+        keys: Option<&KeyColumns>,
+    ) -> Self {
+        let event = match payload.map(|p| LazyChangeEvent::from_json(p, keys)) {
             Some(Ok(e)) => Ok(e),
             Some(Err(e)) => Err((e.to_string(), payload.map(<[u8]>::to_vec))),
             None => Err(("empty message".to_string(), None)),
@@ -115,9 +122,10 @@ pub(crate) struct Applier<'h> {
     /// Cleared when the server turns out not to report snapshot positions.
     pub snapshots: std::sync::atomic::AtomicBool,
     pub remembered: RememberedWrites,
-    /// No item but the master reads the master's table: a change of a master row that
-    /// keeps its key affects that row's document alone.
-    pub master_table_alone: bool,
+    /// The master table's key columns, picked out of its events' images as they are
+    /// read; only when no item but the master reads the master's table, so that a
+    /// change of a master row that keeps its key affects that row's document alone.
+    pub key_columns: Option<KeyColumns>,
     /// The sequence number of the batch whose writes go next: batches are built
     /// concurrently but write in read order.
     pub write_turn: tokio::sync::watch::Sender<u64>,
@@ -199,7 +207,7 @@ impl Applier<'_> {
             }
             match e.images() {
                 Ok((before, after)) => rows.push((e, before, after)),
-                Err(err) => letters.push(self.unreadable(msg, err.to_string(), None)),
+                Err(err) => letters.push(self.unreadable(msg, err.to_string(), Some(e.payload()))),
             }
         }
         let mut changes = Vec::new();
@@ -539,22 +547,16 @@ impl Applier<'_> {
     }
 
     /// Whether a remembered write already includes this change of a master row, told
-    /// from the row's key columns alone, before its images are parsed: only when no
-    /// other item reads the master's table and the change keeps the row's key, so
-    /// that it affects that row's document and nothing else.
+    /// from the key columns picked as it was read (see `key_columns`), before its
+    /// images are parsed: only when the change keeps the row's key.
     fn covered_by_key(&self, e: &LazyChangeEvent) -> bool {
-        let master = self.materializer.handler().master();
-        if !self.master_table_alone
-            || master.database != e.database
-            || !master.table.eq_ignore_ascii_case(&e.table)
-            || self.remembered.is_empty()
-        {
-            return false;
-        }
-        let Ok((before, after)) = e.image_columns(self.primary_key) else {
+        let Some((before, after)) = &e.keys else {
             return false;
         };
-        let key = |values: Vec<Option<Value>>| -> Option<Vec<MatchKey>> {
+        if self.remembered.is_empty() {
+            return false;
+        }
+        let key = |values: &KeyValues| -> Option<Vec<MatchKey>> {
             values
                 .iter()
                 .map(|v| match v {
@@ -565,7 +567,7 @@ impl Applier<'_> {
                 })
                 .collect()
         };
-        let key = match (before.map(key), after.map(key)) {
+        let key = match (before.as_ref().map(key), after.as_ref().map(key)) {
             (Some(Some(before)), Some(Some(after))) if before == after => after,
             (None, Some(Some(key))) | (Some(Some(key)), None) => key,
             _ => return false,

@@ -7,6 +7,7 @@ use crate::{Shared, SyncError};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use mee_core::Backoff;
+use mee_core::event::KeyColumns;
 use mee_core::generation::Generation;
 use mee_core::handler::Handler;
 use mee_core::materialize::{IdInverter, Materializer};
@@ -46,7 +47,12 @@ pub async fn run(
     }
     let searches = materializer.searches();
     let master = handler.master();
-    let master_table_alone = materializer.items_reading(&master.database, &master.table) == 1;
+    let key_columns =
+        (materializer.items_reading(&master.database, &master.table) == 1).then(|| KeyColumns {
+            database: master.database.clone(),
+            table: master.table.clone(),
+            columns: handler.primary_key.clone(),
+        });
     let databases: Vec<&str> = handler
         .all_items()
         .iter()
@@ -75,7 +81,7 @@ pub async fn run(
         snapshot_database: snapshot_database(&shared.cfg, &handler),
         snapshots: true.into(),
         remembered: RememberedWrites::new(shared.cfg.sync.remembered_writes_max_docs),
-        master_table_alone,
+        key_columns,
         write_turn: tokio::sync::watch::Sender::new(0),
     };
     // A search sees only what earlier batches have written: one batch at a time.
@@ -157,6 +163,7 @@ async fn consume(
     let reader = tokio::spawn(read_batches(
         consumer.clone(),
         shared.clone(),
+        applier.key_columns.clone(),
         stop.clone(),
         tx,
     ));
@@ -284,11 +291,12 @@ async fn apply_with_retry(
 async fn read_batches(
     consumer: Arc<StreamConsumer>,
     shared: Arc<Shared>,
+    keys: Option<KeyColumns>,
     stop: CancellationToken,
     tx: mpsc::Sender<Vec<Message>>,
 ) {
     loop {
-        let batch = next_batch(&consumer, &shared, &stop).await;
+        let batch = next_batch(&consumer, &shared, keys.as_ref(), &stop).await;
         if (stop.is_cancelled() && batch.is_empty()) || tx.send(batch).await.is_err() {
             return;
         }
@@ -303,6 +311,7 @@ async fn read_batches(
 async fn next_batch(
     consumer: &StreamConsumer,
     shared: &Shared,
+    keys: Option<&KeyColumns>,
     stop: &CancellationToken,
 ) -> Vec<Message> {
     let settings = &shared.cfg.sync;
@@ -328,6 +337,7 @@ async fn next_batch(
                     msg.partition(),
                     msg.offset(),
                     msg.payload(),
+                    keys,
                 ));
             }
             Err(e) => {
@@ -487,7 +497,7 @@ mod tests {
     use super::*;
 
     fn msg(topic: &str, partition: i32, offset: i64) -> Message {
-        Message::read(topic, partition, offset, None)
+        Message::read(topic, partition, offset, None, None)
     }
 
     #[test]
