@@ -531,14 +531,13 @@ impl Applier<'_> {
             let Some(img) = ch.after.or(ch.before) else {
                 continue;
             };
-            let key: Option<Vec<MatchKey>> = self
-                .primary_key
-                .iter()
-                .map(|c| {
-                    img.get(c)
-                        .map(|v| mee_core::materialize::json_cell(v).match_key())
+            let key = master_key(self.primary_key.iter().map(|c| {
+                img.get(c).or_else(|| {
+                    img.iter()
+                        .find(|(name, _)| name.eq_ignore_ascii_case(c))
+                        .map(|(_, v)| v)
                 })
-                .collect();
+            }));
             if let (Some(key), Some(id)) = (key, self.materializer.id_from_image(img)) {
                 ids.insert(key, id);
             }
@@ -556,17 +555,7 @@ impl Applier<'_> {
         if self.remembered.is_empty() {
             return false;
         }
-        let key = |values: &KeyValues| -> Option<Vec<MatchKey>> {
-            values
-                .iter()
-                .map(|v| match v {
-                    Some(v) if !v.is_null() => {
-                        Some(mee_core::materialize::json_cell(v).match_key())
-                    }
-                    _ => None,
-                })
-                .collect()
-        };
+        let key = |values: &KeyValues| master_key(values.iter().map(Option::as_ref));
         let key = match (before.as_ref().map(key), after.as_ref().map(key)) {
             (Some(Some(before)), Some(Some(after))) if before == after => after,
             (None, Some(Some(key))) | (Some(Some(key)), None) => key,
@@ -631,6 +620,17 @@ impl Applier<'_> {
     }
 }
 
+/// The match key of a master row from the values of its key columns; `None` when one
+/// is missing or NULL (a NULL key names no row).
+fn master_key<'v>(values: impl Iterator<Item = Option<&'v Value>>) -> Option<Vec<MatchKey>> {
+    values
+        .map(|v| {
+            v.filter(|v| !v.is_null())
+                .map(|v| mee_core::materialize::json_cell(v).match_key())
+        })
+        .collect()
+}
+
 /// `mariadb-bin.000003` → `mariadb-bin`.
 fn binlog_base(file: &str) -> &str {
     file.rsplit_once('.').map_or(file, |(base, _)| base)
@@ -653,5 +653,19 @@ mod tests {
         assert!(may_drop_columns("RENAME TABLE t TO u"));
         assert!(!may_drop_columns("ALTER TABLE t ADD COLUMN c INT"));
         assert!(!may_drop_columns("CREATE INDEX i ON t (a)"));
+    }
+
+    #[test]
+    fn a_master_key_needs_every_column_and_no_null() {
+        let (id, region) = (serde_json::json!(1001), serde_json::json!("eu"));
+        let key = master_key([Some(&id), Some(&region)].into_iter()).expect("key");
+        assert_eq!(key.len(), 2);
+        assert_eq!(master_key([Some(&id), Some(&region)].into_iter()), Some(key));
+        assert_ne!(
+            master_key([Some(&region), Some(&id)].into_iter()),
+            master_key([Some(&id), Some(&region)].into_iter())
+        );
+        assert_eq!(master_key([Some(&id), None].into_iter()), None);
+        assert_eq!(master_key([Some(&id), Some(&Value::Null)].into_iter()), None);
     }
 }
