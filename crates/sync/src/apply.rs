@@ -660,12 +660,18 @@ mod tests {
         let (id, region) = (serde_json::json!(1001), serde_json::json!("eu"));
         let key = master_key([Some(&id), Some(&region)].into_iter()).expect("key");
         assert_eq!(key.len(), 2);
-        assert_eq!(master_key([Some(&id), Some(&region)].into_iter()), Some(key));
+        assert_eq!(
+            master_key([Some(&id), Some(&region)].into_iter()),
+            Some(key)
+        );
         assert_ne!(
             master_key([Some(&region), Some(&id)].into_iter()),
             master_key([Some(&id), Some(&region)].into_iter())
         );
         assert_eq!(master_key([Some(&id), None].into_iter()), None);
-        assert_eq!(master_key([Some(&id), Some(&Value::Null)].into_iter()), None);
+        assert_eq!(
+            master_key([Some(&id), Some(&Value::Null)].into_iter()),
+            None
+        );
     }
 }
