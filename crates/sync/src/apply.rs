@@ -18,13 +18,15 @@ use mee_kafka::DeadLetterQueue;
 use mee_mysql::MySqlSource;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A message as consumed, parsed as it is read (on the reader's thread, beside the
 /// batches being applied); its row images are parsed only if the batch needs them.
 #[derive(Debug, Clone)]
 pub(crate) struct Message {
-    pub topic: String,
+    /// Shared by the messages of a topic (one allocation, not one per message).
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     /// The change event, or why the payload is not one (with the payload, for the
@@ -35,7 +37,7 @@ pub(crate) struct Message {
 impl Message {
     /// `keys`: the table and columns whose values to pick out of the row images.
     pub fn read(
-        topic: &str,
+        topic: Arc<str>,
         partition: i32,
         offset: i64,
         payload: Option<&[u8]>,
@@ -47,7 +49,7 @@ impl Message {
             None => Err(("empty message".to_string(), None)),
         };
         Self {
-            topic: topic.to_string(),
+            topic,
             partition,
             offset,
             event,
@@ -552,9 +554,6 @@ impl Applier<'_> {
         let Some((before, after)) = &e.keys else {
             return false;
         };
-        if self.remembered.is_empty() {
-            return false;
-        }
         let key = |values: &KeyValues| master_key(values.iter().map(Option::as_ref));
         let key = match (before.as_ref().map(key), after.as_ref().map(key)) {
             (Some(Some(before)), Some(Some(after))) if before == after => after,

@@ -33,10 +33,6 @@ impl RememberedWrites {
             .is_some_and(|&written| version < written)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
-    }
-
     /// Remember that each `key` was written with `version` (the newest version wins).
     pub fn remember(&self, keys: impl IntoIterator<Item = Vec<MatchKey>>, version: u64) {
         if self.max_docs == 0 {

@@ -4,14 +4,15 @@
 use crate::apply::{Applier, BatchReport, Message, now_ms};
 use crate::remembered::RememberedWrites;
 use crate::{Shared, SyncError};
-use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
 use mee_core::Backoff;
 use mee_core::event::KeyColumns;
 use mee_core::generation::Generation;
 use mee_core::handler::Handler;
 use mee_core::materialize::{IdInverter, Materializer};
-use mee_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use mee_kafka::rdkafka::consumer::stream_consumer::MessageStream;
+use mee_kafka::rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
 use mee_kafka::rdkafka::message::Message as _;
 use mee_kafka::rdkafka::{Offset, TopicPartitionList};
 use mee_mysql::MySqlSource;
@@ -295,8 +296,12 @@ async fn read_batches(
     stop: CancellationToken,
     tx: mpsc::Sender<Vec<Message>>,
 ) {
+    // One stream for the reader's life: each `recv()` would set up (and tear down)
+    // a stream of its own.
+    let mut messages = consumer.stream();
+    let mut topics = TopicNames::default();
     loop {
-        let batch = next_batch(&consumer, &shared, keys.as_ref(), &stop).await;
+        let batch = next_batch(&mut messages, &mut topics, &shared, keys.as_ref(), &stop).await;
         if (stop.is_cancelled() && batch.is_empty()) || tx.send(batch).await.is_err() {
             return;
         }
@@ -309,7 +314,8 @@ async fn read_batches(
 /// Messages until `flush_max_events`, `flush_max_bytes`, or `flush_interval_ms` after
 /// the first one; empty when nothing came within the interval or `stop` fired.
 async fn next_batch(
-    consumer: &StreamConsumer,
+    messages: &mut MessageStream<'_, DefaultConsumerContext>,
+    topics: &mut TopicNames,
     shared: &Shared,
     keys: Option<&KeyColumns>,
     stop: &CancellationToken,
@@ -319,21 +325,35 @@ async fn next_batch(
     let mut batch = Vec::new();
     let mut bytes = 0usize;
     let mut deadline = Instant::now() + interval;
+    let flush = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(flush);
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     let mut failures = 0u32;
-    while batch.len() < settings.flush_max_events && bytes < settings.flush_max_bytes {
-        let received = tokio::select! {
-            r = consumer.recv() => r,
-            _ = tokio::time::sleep_until(deadline.into()) => break,
-            _ = stop.cancelled() => break,
+    while batch.len() < settings.flush_max_events
+        && bytes < settings.flush_max_bytes
+        && !stop.is_cancelled()
+        && Instant::now() < deadline
+    {
+        // A message already waiting is taken at once: racing each one against the
+        // flush timer and the stop signal costs more than reading it.
+        let received = match messages.next().now_or_never() {
+            Some(r) => r,
+            None => tokio::select! {
+                r = messages.next() => r,
+                () = &mut flush => break,
+                () = &mut stopped => break,
+            },
         };
-        match received {
+        match received.expect("Kafka message streams never end") {
             Ok(msg) => {
                 if batch.is_empty() {
                     deadline = Instant::now() + interval;
+                    flush.as_mut().reset(deadline.into());
                 }
                 bytes += msg.payload().map_or(0, <[u8]>::len);
                 batch.push(Message::read(
-                    msg.topic(),
+                    topics.get(msg.topic()),
                     msg.partition(),
                     msg.offset(),
                     msg.payload(),
@@ -352,10 +372,25 @@ async fn next_batch(
     batch
 }
 
+/// The topic names messages carry, each allocated once.
+#[derive(Debug, Default)]
+struct TopicNames(Vec<Arc<str>>);
+
+impl TopicNames {
+    fn get(&mut self, topic: &str) -> Arc<str> {
+        if let Some(t) = self.0.iter().find(|t| &***t == topic) {
+            return t.clone();
+        }
+        let t: Arc<str> = topic.into();
+        self.0.push(t.clone());
+        t
+    }
+}
+
 /// The next offset to commit per partition: after the last message of every batch
 /// applied so far.
 #[derive(Debug, Default)]
-struct Offsets(BTreeMap<(String, i32), i64>);
+struct Offsets(BTreeMap<(Arc<str>, i32), i64>);
 
 impl Offsets {
     fn new() -> Self {
@@ -368,7 +403,7 @@ impl Offsets {
         for m in batch {
             let e = self.0.entry((m.topic.clone(), m.partition)).or_insert(0);
             *e = (*e).max(m.offset + 1);
-            touched.insert((m.topic.as_str(), m.partition));
+            touched.insert((&*m.topic, m.partition));
         }
         touched
     }
@@ -497,7 +532,7 @@ mod tests {
     use super::*;
 
     fn msg(topic: &str, partition: i32, offset: i64) -> Message {
-        Message::read(topic, partition, offset, None, None)
+        Message::read(topic.into(), partition, offset, None, None)
     }
 
     #[test]
