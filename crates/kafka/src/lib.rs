@@ -14,7 +14,8 @@ pub use client::{
 pub use dlq::DeadLetterQueue;
 pub use error::KafkaError;
 pub use offsets::{
-    GroupLag, commit_group_offsets, delete_group, end_offsets, group_lag, reset_group_to_start,
+    GroupLag, commit_group_offsets, delete_group, end_offsets, group_lag, lag_with,
+    reset_group_to_start,
 };
 
 pub use rdkafka;

@@ -11,7 +11,7 @@ use mee_core::config::KafkaConfig;
 use mee_core::generation::PartitionOffset;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::Duration;
@@ -132,35 +132,47 @@ pub async fn group_lag(
     topics: &[String],
     timeout: Duration,
 ) -> Result<GroupLag, KafkaError> {
-    let marks = watermarks(cfg, topics, timeout).await?;
     let brokers = brokers(cfg);
     let config = group_config(cfg, group);
-    let group = group.to_string();
+    let (group, topics) = (group.to_string(), topics.to_vec());
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = config.create().map_err(client_error("lag"))?;
-        let mut tpl = TopicPartitionList::new();
-        for w in &marks {
-            tpl.add_partition(&w.topic, w.partition);
-        }
-        let committed = consumer
-            .committed_offsets(tpl, timeout)
-            .map_err(|e| request(&brokers)(format!("committed offsets of group {group}"), e))?;
-        let mut lag = GroupLag {
-            total: 0,
-            partitions: Vec::with_capacity(marks.len()),
-        };
-        for w in marks {
-            let c = committed
-                .find_partition(&w.topic, w.partition)
-                .map_or(-1, |e| offset_value(e.offset()));
-            let from = if c >= 0 { c } else { w.low };
-            lag.total += u64::try_from(w.high - from).unwrap_or(0);
-            lag.partitions.push((w.topic, w.partition, c, w.high));
-        }
-        Ok(lag)
+        lag_with(&consumer, &brokers, &group, &topics, timeout)
     })
     .await
     .expect("lag task does not panic")
+}
+
+/// [`group_lag`] asked through `consumer`, a client with `group`'s `group.id` (a
+/// member's own consumer, say): no new client, no new connections. Blocks.
+pub fn lag_with<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    brokers: &str,
+    group: &str,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<GroupLag, KafkaError> {
+    let marks = watermarks_with(consumer, brokers, topics, timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    for w in &marks {
+        tpl.add_partition(&w.topic, w.partition);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, timeout)
+        .map_err(|e| request(brokers)(format!("committed offsets of group {group}"), e))?;
+    let mut lag = GroupLag {
+        total: 0,
+        partitions: Vec::with_capacity(marks.len()),
+    };
+    for w in marks {
+        let c = committed
+            .find_partition(&w.topic, w.partition)
+            .map_or(-1, |e| offset_value(e.offset()));
+        let from = if c >= 0 { c } else { w.low };
+        lag.total += u64::try_from(w.high - from).unwrap_or(0);
+        lag.partitions.push((w.topic, w.partition, c, w.high));
+    }
+    Ok(lag)
 }
 
 /// Delete consumer group `group` (a retired generation's). A group that does not exist
@@ -219,40 +231,50 @@ async fn watermarks(
     let topics = topics.to_vec();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = config.create().map_err(client_error("metadata"))?;
-        let request = request(&brokers);
-        let mut out = Vec::new();
-        for topic in &topics {
-            let md = consumer
-                .fetch_metadata(Some(topic), timeout)
-                .map_err(|e| request(format!("metadata of topic {topic}"), e))?;
-            let t = md.topics().iter().find(|t| t.name() == topic);
-            let mut partitions: Vec<i32> = match t {
-                Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),
-                _ => Vec::new(),
-            };
-            if partitions.is_empty() {
-                return Err(KafkaError::MissingTopic {
-                    brokers: brokers.clone(),
-                    topic: topic.clone(),
-                });
-            }
-            partitions.sort_unstable();
-            for partition in partitions {
-                let (low, high) = consumer
-                    .fetch_watermarks(topic, partition, timeout)
-                    .map_err(|e| request(format!("watermarks of {topic}/{partition}"), e))?;
-                out.push(Watermarks {
-                    topic: topic.clone(),
-                    partition,
-                    low,
-                    high,
-                });
-            }
-        }
-        Ok(out)
+        watermarks_with(&consumer, &brokers, &topics, timeout)
     })
     .await
     .expect("watermarks task does not panic")
+}
+
+/// [`watermarks`] asked through `consumer`. Blocks.
+fn watermarks_with<C: Consumer<X>, X: ConsumerContext>(
+    consumer: &C,
+    brokers: &str,
+    topics: &[String],
+    timeout: Duration,
+) -> Result<Vec<Watermarks>, KafkaError> {
+    let request = request(brokers);
+    let mut out = Vec::new();
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| request(format!("metadata of topic {topic}"), e))?;
+        let t = md.topics().iter().find(|t| t.name() == topic);
+        let mut partitions: Vec<i32> = match t {
+            Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),
+            _ => Vec::new(),
+        };
+        if partitions.is_empty() {
+            return Err(KafkaError::MissingTopic {
+                brokers: brokers.to_string(),
+                topic: topic.clone(),
+            });
+        }
+        partitions.sort_unstable();
+        for partition in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, timeout)
+                .map_err(|e| request(format!("watermarks of {topic}/{partition}"), e))?;
+            out.push(Watermarks {
+                topic: topic.clone(),
+                partition,
+                low,
+                high,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Settings of a client that reads or commits a group's offsets without joining it.

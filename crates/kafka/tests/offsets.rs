@@ -114,6 +114,61 @@ async fn mark_lag_reset_and_delete_a_group() {
     );
 }
 
+/// A member asks through its own consumer and gets what `group_lag` says from outside.
+#[tokio::test]
+async fn a_member_reads_its_group_lag_through_its_own_consumer() {
+    use mee_kafka::rdkafka::consumer::{CommitMode, Consumer};
+    use mee_kafka::rdkafka::message::Message;
+    use mee_kafka::rdkafka::{Offset, TopicPartitionList};
+    let env = StackEnv::load();
+    let cfg = env.app_config(&[], &unique_name("r")).kafka;
+    let topic = unique_name("memberlag");
+    let topics = vec![topic.clone()];
+    assert!(mee_kafka::ensure_topic(&cfg, &topic).await.expect("create"));
+    produce(&cfg, &topic, 0, 12).await;
+    let group = unique_name("group");
+    let consumer = std::sync::Arc::new(mee_kafka::consumer(&cfg, &group).expect("consumer"));
+    consumer.subscribe(&[topic.as_str()]).expect("subscribe");
+    let brokers = cfg.brokers.join(",");
+    let ask = |consumer: std::sync::Arc<mee_kafka::rdkafka::consumer::StreamConsumer>| {
+        let (brokers, group, topics) = (brokers.clone(), group.clone(), topics.clone());
+        tokio::task::spawn_blocking(move || {
+            mee_kafka::lag_with(&*consumer, &brokers, &group, &topics, T)
+        })
+    };
+
+    // Read five and commit past them: seven to go, as seen from inside and outside.
+    let mut next = TopicPartitionList::new();
+    for _ in 0..5 {
+        let m = tokio::time::timeout(T, consumer.recv())
+            .await
+            .expect("a message within 10 s")
+            .expect("message");
+        next.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset() + 1))
+            .expect("offset");
+    }
+    let inside = ask(consumer.clone()).await.expect("join").expect("lag");
+    assert_eq!(inside.total, 12, "nothing committed yet: {inside:?}");
+    consumer.commit(&next, CommitMode::Sync).expect("commit");
+    let inside = ask(consumer.clone()).await.expect("join").expect("lag");
+    let outside = mee_kafka::group_lag(&cfg, &group, &topics, T)
+        .await
+        .expect("lag");
+    assert_eq!(inside, outside);
+    assert_eq!(inside.total, 7, "{inside:?}");
+
+    let missing = vec![unique_name("missing")];
+    let err = tokio::task::spawn_blocking({
+        let (consumer, brokers, group) = (consumer.clone(), brokers.clone(), group.clone());
+        move || mee_kafka::lag_with(&*consumer, &brokers, &group, &missing, T)
+    })
+    .await
+    .expect("join")
+    .expect_err("a missing topic");
+    assert!(matches!(err, KafkaError::MissingTopic { .. }), "{err}");
+    consumer.unsubscribe();
+}
+
 #[tokio::test]
 async fn deleting_a_group_that_never_existed_is_fine() {
     let env = StackEnv::load();

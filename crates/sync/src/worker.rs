@@ -107,6 +107,7 @@ pub async fn run(
     let applied_ms = Arc::new(AtomicU64::new(0));
     let lag_task = tokio::spawn(watch_lag(
         shared.clone(),
+        consumer.clone(),
         generation.clone(),
         applied_ms.clone(),
         stop.clone(),
@@ -486,11 +487,13 @@ fn record(shared: &Shared, labels: &[&str; 2], events: usize, r: &BatchReport) {
     }
 }
 
-/// Keep the consumer-lag gauge current (committed offsets against the topics' ends),
-/// and the replication lag true while batches are stuck: with messages waiting it is
-/// now minus the commit time of the last applied event, with none it is 0.
+/// Keep the consumer-lag gauge current (committed offsets against the topics' ends,
+/// asked through the generation's own consumer), and the replication lag true while
+/// batches are stuck: with messages waiting it is now minus the commit time of the
+/// last applied event, with none it is 0.
 async fn watch_lag(
     shared: Arc<Shared>,
+    consumer: Arc<StreamConsumer>,
     generation: Generation,
     applied_ms: Arc<AtomicU64>,
     stop: CancellationToken,
@@ -498,14 +501,20 @@ async fn watch_lag(
     let labels = [generation.task.as_str(), generation.id.as_str()];
     let m = &shared.metrics;
     loop {
-        match mee_kafka::group_lag(
-            &shared.cfg.kafka,
-            &generation.group,
-            &generation.topics,
-            Duration::from_secs(10),
-        )
-        .await
-        {
+        let asked = {
+            let (consumer, brokers) = (consumer.clone(), shared.cfg.kafka.brokers.join(","));
+            let (group, topics) = (generation.group.clone(), generation.topics.clone());
+            tokio::task::spawn_blocking(move || {
+                mee_kafka::lag_with(
+                    &*consumer,
+                    &brokers,
+                    &group,
+                    &topics,
+                    Duration::from_secs(10),
+                )
+            })
+        };
+        match asked.await.expect("the lag query does not panic") {
             Ok(lag) => {
                 m.consumer_lag
                     .with_label_values(&labels)

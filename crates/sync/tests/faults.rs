@@ -98,15 +98,22 @@ async fn elasticsearch_away_for_30_seconds_loses_nothing() {
         Some(0),
         "Elasticsearch is down for the metrics"
     );
+    // Nothing written, nothing committed: the group lags (asked every 5 s).
+    assert!(
+        consumer_lag(&sync).is_some_and(|n| n > 0),
+        "{:?}",
+        consumer_lag(&sync)
+    );
     proxy.restore();
     workload(&p, 15, 120, 40).await;
     converges(&p, Duration::from_secs(60)).await;
-    // Set at each poll of the generations (2 s).
+    // Set at each poll of the generations (2 s), and of the lag (5 s).
     let start = Instant::now();
-    while es_up(&sync) != Some(1) {
+    while es_up(&sync) != Some(1) || consumer_lag(&sync) != Some(0) {
         assert!(
             start.elapsed() < WAIT,
-            "Elasticsearch is not back for the metrics"
+            "Elasticsearch is not back for the metrics, or the lag not 0: {:?}",
+            consumer_lag(&sync)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -205,6 +212,17 @@ fn es_up(sync: &ServiceProcess) -> Option<u8> {
     body.lines()
         .find_map(|l| l.strip_prefix(line))
         .and_then(|v| v.parse().ok())
+}
+
+/// `mee_sync_consumer_lag_messages`, over the generations; `None` before it is set.
+fn consumer_lag(sync: &ServiceProcess) -> Option<i64> {
+    let (_, body) = sync.get("/metrics")?;
+    let values: Vec<i64> = body
+        .lines()
+        .filter(|l| l.starts_with("mee_sync_consumer_lag_messages{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 fn read_dlq(p: &Pipeline, want: usize) -> Vec<DeadLetter> {
