@@ -24,8 +24,6 @@ pub struct Pipeline {
     pub alias: String,
     pub toml: String,
     pub handler: PathBuf,
-    /// `RUST_LOG` of the services: `MEE_TEST_LOG`, else `info`.
-    pub log_filter: String,
 }
 
 /// A service binary of this workspace, next to the running test's `deps` directory
@@ -82,7 +80,6 @@ impl Pipeline {
             alias,
             toml,
             handler,
-            log_filter: std::env::var("MEE_TEST_LOG").unwrap_or_else(|_| "info".into()),
         }
     }
 
@@ -123,7 +120,6 @@ impl Pipeline {
             alias: self.alias.clone(),
             toml: self.toml.clone(),
             handler: self.handler.clone(),
-            log_filter: self.log_filter.clone(),
         }
     }
 
@@ -155,11 +151,12 @@ impl Pipeline {
             other => panic!("unknown service {other}"),
         };
         args.extend_from_slice(extra);
+        let log = std::env::var("MEE_TEST_LOG").unwrap_or_else(|_| "info".into());
         ServiceProcess::spawn(
             service_bin(service).to_str().expect("utf-8 path"),
             &args,
             toml,
-            &[("RUST_LOG", &self.log_filter)],
+            &[("RUST_LOG", &log)],
         )
     }
 
