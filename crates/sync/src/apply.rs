@@ -4,7 +4,7 @@
 //! cannot be applied.
 
 use crate::SyncError;
-use crate::remembered::RememberedWrites;
+use crate::remembered::{DocKey, RememberedWrites};
 use mee_core::dead_letter::DeadLetter;
 use mee_core::event::{ChangeKind, Image, KeyColumns, KeyValues, LazyChangeEvent};
 use mee_core::generation::Generation;
@@ -266,7 +266,8 @@ impl Applier<'_> {
                     .iter()
                     .zip(planned.keys)
                     .filter(|(id, _)| !refused.contains(id.as_str()));
-                self.remembered.remember(taken.map(|(_, key)| key), version);
+                self.remembered
+                    .remember(taken.map(|(_, key)| DocKey::from_vec(key)), version);
             }
             for r in outcome.rejected {
                 letters.push(self.rejected(r));
@@ -367,7 +368,7 @@ impl Applier<'_> {
         for key in built.missing {
             let mk = match_key(&key);
             let Some((id, routing)) = master_ids
-                .get(&mk)
+                .get(mk.as_slice())
                 .cloned()
                 .or_else(|| self.id_from_key(&key))
             else {
@@ -523,7 +524,7 @@ impl Applier<'_> {
     fn master_ids(
         &self,
         changes: &[RowChange<'_>],
-    ) -> HashMap<Vec<MatchKey>, (String, Option<String>)> {
+    ) -> HashMap<DocKey, (String, Option<String>)> {
         let master = self.materializer.handler().master();
         let mut ids = HashMap::new();
         for ch in changes {
@@ -621,7 +622,7 @@ impl Applier<'_> {
 
 /// The match key of a master row from the values of its key columns; `None` when one
 /// is missing or NULL (a NULL key names no row).
-fn master_key<'v>(values: impl Iterator<Item = Option<&'v Value>>) -> Option<Vec<MatchKey>> {
+fn master_key<'v>(values: impl Iterator<Item = Option<&'v Value>>) -> Option<DocKey> {
     values
         .map(|v| {
             v.filter(|v| !v.is_null())

@@ -8,13 +8,18 @@
 //! always safe (the document is rebuilt, as without this).
 
 use mee_core::value::MatchKey;
+use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+/// A document's master key. Most are one column: kept inline, a lookup compares it
+/// without following a pointer (one cache miss per probe instead of two).
+pub(crate) type DocKey = SmallVec<[MatchKey; 1]>;
 
 #[derive(Debug)]
 pub(crate) struct RememberedWrites {
     max_docs: usize,
-    versions: Mutex<HashMap<Vec<MatchKey>, u64>>,
+    versions: Mutex<HashMap<DocKey, u64>>,
 }
 
 impl RememberedWrites {
@@ -34,7 +39,7 @@ impl RememberedWrites {
     }
 
     /// Remember that each `key` was written with `version` (the newest version wins).
-    pub fn remember(&self, keys: impl IntoIterator<Item = Vec<MatchKey>>, version: u64) {
+    pub fn remember(&self, keys: impl IntoIterator<Item = DocKey>, version: u64) {
         if self.max_docs == 0 {
             return;
         }
@@ -48,7 +53,7 @@ impl RememberedWrites {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<MatchKey>, u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DocKey, u64>> {
         self.versions.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -58,8 +63,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn key(n: i128) -> Vec<MatchKey> {
-        vec![MatchKey::Int(n)]
+    fn key(n: i128) -> DocKey {
+        smallvec::smallvec![MatchKey::Int(n)]
     }
 
     #[test]
