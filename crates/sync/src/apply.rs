@@ -521,10 +521,7 @@ impl Applier<'_> {
 
     /// Master key → (id, routing) from the master rows' own images (the newest of
     /// each), for deleting documents whose master row is gone.
-    fn master_ids(
-        &self,
-        changes: &[RowChange<'_>],
-    ) -> HashMap<DocKey, (String, Option<String>)> {
+    fn master_ids(&self, changes: &[RowChange<'_>]) -> HashMap<DocKey, (String, Option<String>)> {
         let master = self.materializer.handler().master();
         let mut ids = HashMap::new();
         for ch in changes {
