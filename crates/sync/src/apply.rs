@@ -21,11 +21,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A message as consumed, parsed as it is read (on the reader's thread, beside the
-/// batches being applied); its row images are parsed only if the batch needs them.
+/// A message as the reader takes it from Kafka: its payload copied out, not yet read.
+#[derive(Debug)]
+pub(crate) struct RawMessage {
+    /// Shared by the messages of a topic (one allocation, not one per message).
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Option<Box<[u8]>>,
+}
+
+/// A message with its change event read (in one pass; its row images are parsed
+/// only if the batch needs them).
 #[derive(Debug, Clone)]
 pub(crate) struct Message {
-    /// Shared by the messages of a topic (one allocation, not one per message).
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
@@ -36,22 +45,16 @@ pub(crate) struct Message {
 
 impl Message {
     /// `keys`: the table and columns whose values to pick out of the row images.
-    pub fn read(
-        topic: Arc<str>,
-        partition: i32,
-        offset: i64,
-        payload: Option<&[u8]>,
-        keys: Option<&KeyColumns>,
-    ) -> Self {
-        let event = match payload.map(|p| LazyChangeEvent::from_json(p, keys)) {
-            Some(Ok(e)) => Ok(e),
-            Some(Err(e)) => Err((e.to_string(), payload.map(<[u8]>::to_vec))),
+    pub fn read(raw: RawMessage, keys: Option<&KeyColumns>) -> Self {
+        let event = match raw.payload {
+            Some(p) => LazyChangeEvent::from_payload(p, keys)
+                .map_err(|(e, p)| (e.to_string(), Some(p.into_vec()))),
             None => Err(("empty message".to_string(), None)),
         };
         Self {
-            topic,
-            partition,
-            offset,
+            topic: raw.topic,
+            partition: raw.partition,
+            offset: raw.offset,
             event,
         }
     }

@@ -1,7 +1,7 @@
 //! One generation's consumer: read its change topics with its consumer group, apply
 //! batches in partition order, commit offsets only after a batch is applied.
 
-use crate::apply::{Applier, BatchReport, Message, now_ms};
+use crate::apply::{Applier, BatchReport, Message, RawMessage, now_ms};
 use crate::remembered::RememberedWrites;
 use crate::{Shared, SyncError};
 use futures_util::stream::FuturesOrdered;
@@ -165,7 +165,6 @@ async fn consume(
     let reader = tokio::spawn(read_batches(
         consumer.clone(),
         shared.clone(),
-        applier.key_columns.clone(),
         stop.clone(),
         tx,
     ));
@@ -222,7 +221,7 @@ async fn consume(
                         }
                     }
                     Some(batch) => {
-                        in_flight.push_back(apply_with_retry(applier, batch, read, &deadline, shared, labels));
+                        in_flight.push_back(read_and_apply(applier, batch, read, &deadline, shared, labels));
                         read += 1;
                     }
                     None => reading = false,
@@ -251,6 +250,29 @@ type Applied = (
     Option<Result<BatchReport, SyncError>>,
     Instant,
 );
+
+/// Read the events of `raw` on a blocking thread, then apply them. The reader task
+/// only copies payloads out of librdkafka: reading the JSON (most of the work per
+/// message when a catch-up skips most changes) runs beside it, and beside the batches
+/// being applied.
+async fn read_and_apply(
+    applier: &Applier<'_>,
+    raw: Vec<RawMessage>,
+    seq: u64,
+    deadline: &CancellationToken,
+    shared: &Shared,
+    labels: &[&str; 2],
+) -> Applied {
+    let keys = applier.key_columns.clone();
+    let batch = tokio::task::spawn_blocking(move || {
+        raw.into_iter()
+            .map(|m| Message::read(m, keys.as_ref()))
+            .collect()
+    })
+    .await
+    .expect("reading events does not panic");
+    apply_with_retry(applier, batch, seq, deadline, shared, labels).await
+}
 
 /// Apply `batch`, retrying transient failures until `deadline`. Returns the batch, the
 /// outcome (`None`: abandoned at the deadline) and when it was done.
@@ -293,16 +315,15 @@ async fn apply_with_retry(
 async fn read_batches(
     consumer: Arc<StreamConsumer>,
     shared: Arc<Shared>,
-    keys: Option<KeyColumns>,
     stop: CancellationToken,
-    tx: mpsc::Sender<Vec<Message>>,
+    tx: mpsc::Sender<Vec<RawMessage>>,
 ) {
     // One stream for the reader's life: each `recv()` would set up (and tear down)
     // a stream of its own.
     let mut messages = consumer.stream();
     let mut topics = TopicNames::default();
     loop {
-        let batch = next_batch(&mut messages, &mut topics, &shared, keys.as_ref(), &stop).await;
+        let batch = next_batch(&mut messages, &mut topics, &shared, &stop).await;
         if (stop.is_cancelled() && batch.is_empty()) || tx.send(batch).await.is_err() {
             return;
         }
@@ -318,9 +339,8 @@ async fn next_batch(
     messages: &mut MessageStream<'_, DefaultConsumerContext>,
     topics: &mut TopicNames,
     shared: &Shared,
-    keys: Option<&KeyColumns>,
     stop: &CancellationToken,
-) -> Vec<Message> {
+) -> Vec<RawMessage> {
     let settings = &shared.cfg.sync;
     let interval = Duration::from_millis(settings.flush_interval_ms);
     let mut batch = Vec::new();
@@ -353,13 +373,12 @@ async fn next_batch(
                     flush.as_mut().reset(deadline.into());
                 }
                 bytes += msg.payload().map_or(0, <[u8]>::len);
-                batch.push(Message::read(
-                    topics.get(msg.topic()),
-                    msg.partition(),
-                    msg.offset(),
-                    msg.payload(),
-                    keys,
-                ));
+                batch.push(RawMessage {
+                    topic: topics.get(msg.topic()),
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                    payload: msg.payload().map(Box::from),
+                });
             }
             Err(e) => {
                 if failures == 0 {
@@ -541,7 +560,13 @@ mod tests {
     use super::*;
 
     fn msg(topic: &str, partition: i32, offset: i64) -> Message {
-        Message::read(topic.into(), partition, offset, None, None)
+        let raw = RawMessage {
+            topic: topic.into(),
+            partition,
+            offset,
+            payload: None,
+        };
+        Message::read(raw, None)
     }
 
     #[test]

@@ -56,6 +56,23 @@ pub struct LazyChangeEvent {
 impl LazyChangeEvent {
     /// Reads `bytes`, picking the key columns of `keys`' table out of the images.
     pub fn from_json(bytes: &[u8], keys: Option<&KeyColumns>) -> Result<Self, EventError> {
+        Self::from_payload(bytes.into(), keys).map_err(|(e, _)| e)
+    }
+
+    /// [`Self::from_json`] keeping `payload` as the event's own (no copy); on an error
+    /// the payload comes back with it, for the dead letter.
+    pub fn from_payload(
+        payload: Box<[u8]>,
+        keys: Option<&KeyColumns>,
+    ) -> Result<Self, (EventError, Box<[u8]>)> {
+        match Self::read(&payload, keys) {
+            Ok(event) => Ok(Self { payload, ..event }),
+            Err(e) => Err((e, payload)),
+        }
+    }
+
+    /// The event without its payload.
+    fn read(bytes: &[u8], keys: Option<&KeyColumns>) -> Result<Self, EventError> {
         // Checked once here, the text's strings are then borrowed unchecked.
         let text = std::str::from_utf8(bytes)
             .map_err(|e| EventError::Json(de::Error::custom(format_args!("not UTF-8: {e}"))))?;
@@ -82,7 +99,7 @@ impl LazyChangeEvent {
             keys: picked.then(|| (header.before.flatten(), header.after.flatten())),
             database,
             table,
-            payload: bytes.into(),
+            payload: Box::default(),
         })
     }
 
@@ -317,6 +334,18 @@ mod tests {
         assert_eq!(lazy.keys, None, "nothing asked, nothing picked");
         assert_eq!(lazy.payload(), &e.to_json()[..]);
         assert_eq!(lazy.images().expect("images"), (e.before, e.after));
+    }
+
+    #[test]
+    fn an_owned_payload_is_kept_or_given_back_with_the_error() {
+        let json = sample().to_json();
+        let lazy = LazyChangeEvent::from_payload(json.clone().into(), None).expect("parse");
+        assert_eq!(lazy.payload(), &json[..]);
+        let broken = b"{\"format\":1,\"database\":".to_vec();
+        let (err, back) =
+            LazyChangeEvent::from_payload(broken.clone().into(), None).expect_err("broken");
+        assert!(matches!(err, EventError::Json(_)), "{err}");
+        assert_eq!(&back[..], &broken[..]);
     }
 
     #[test]
