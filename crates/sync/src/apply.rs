@@ -4,7 +4,7 @@
 //! cannot be applied.
 
 use crate::SyncError;
-use crate::remembered::{DocKey, RememberedWrites};
+use crate::remembered::{DocKey, RememberedWrites, doc_key};
 use mee_core::dead_letter::DeadLetter;
 use mee_core::event::{ChangeKind, Image, KeyColumns, KeyValues, LazyChangeEvent};
 use mee_core::generation::Generation;
@@ -140,7 +140,7 @@ pub(crate) struct Applier<'h> {
 /// when it is a snapshot's (`None`: each its event's).
 struct Planned {
     ops: Vec<BulkOp>,
-    keys: Vec<Vec<MatchKey>>,
+    keys: Vec<DocKey>,
     snapshot: Option<u64>,
 }
 
@@ -269,8 +269,7 @@ impl Applier<'_> {
                     .iter()
                     .zip(planned.keys)
                     .filter(|(id, _)| !refused.contains(id.as_str()));
-                self.remembered
-                    .remember(taken.map(|(_, key)| DocKey::from_vec(key)), version);
+                self.remembered.remember(taken.map(|(_, key)| key), version);
             }
             for r in outcome.rejected {
                 letters.push(self.rejected(r));
@@ -351,8 +350,8 @@ impl Applier<'_> {
         let ops = &mut planned.ops;
         let mut written: HashSet<String> = HashSet::new();
         for d in built.documents {
-            let mk = match_key(&d.key);
-            let version = versions.get(&mk).copied().unwrap_or(0);
+            let mk = doc_key(&d.key);
+            let version = versions.get(mk.as_slice()).copied().unwrap_or(0);
             written.insert(d.id.clone());
             planned.keys.push(mk);
             ops.push(BulkOp {
@@ -369,7 +368,7 @@ impl Applier<'_> {
             self.master_ids(changes)
         };
         for key in built.missing {
-            let mk = match_key(&key);
+            let mk = doc_key(&key);
             let Some((id, routing)) = master_ids
                 .get(mk.as_slice())
                 .cloned()
@@ -390,7 +389,7 @@ impl Applier<'_> {
                 index: index.clone(),
                 id,
                 routing,
-                version: versions.get(&mk).copied().unwrap_or(0),
+                version: versions.get(mk.as_slice()).copied().unwrap_or(0),
                 action: BulkAction::Delete,
             });
             planned.keys.push(mk);

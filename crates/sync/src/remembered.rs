@@ -7,7 +7,7 @@
 //! took (or refused as older than the one it has) are remembered; forgetting one is
 //! always safe (the document is rebuilt, as without this).
 
-use mee_core::value::MatchKey;
+use mee_core::value::{Cell, MatchKey};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,6 +15,11 @@ use std::sync::Mutex;
 /// A document's master key. Most are one column: kept inline, a lookup compares it
 /// without following a pointer (one cache miss per probe instead of two).
 pub(crate) type DocKey = SmallVec<[MatchKey; 1]>;
+
+/// The [`DocKey`] of a master key's values.
+pub(crate) fn doc_key(cells: &[Cell]) -> DocKey {
+    cells.iter().map(Cell::match_key).collect()
+}
 
 #[derive(Debug)]
 pub(crate) struct RememberedWrites {
