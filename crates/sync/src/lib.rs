@@ -9,8 +9,14 @@
 
 mod apply;
 mod error;
+mod lag;
+mod message;
 mod metrics;
+mod offsets;
+mod plan;
+mod reader;
 mod remembered;
+mod report;
 mod worker;
 
 pub use error::SyncError;

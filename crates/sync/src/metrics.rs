@@ -1,3 +1,5 @@
+use crate::apply::now_ms;
+use crate::report::BatchReport;
 use prometheus::{
     GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
@@ -112,5 +114,53 @@ impl Metrics {
         registry.register(Box::new(m.rebuild_needed.clone()))?;
         registry.register(Box::new(m.batch_failures.clone()))?;
         Ok(m)
+    }
+
+    /// Count what applying a batch of `events` messages did.
+    pub(crate) fn record(&self, labels: &[&str; 2], events: usize, r: &BatchReport) {
+        let [task, generation] = *labels;
+        for (table, kind, n) in &r.consumed {
+            self.events_consumed
+                .with_label_values(&[task, generation, table, kind])
+                .inc_by(*n);
+        }
+        for (reason, n) in &r.skipped {
+            self.events_skipped
+                .with_label_values(&[task, generation, reason])
+                .inc_by(*n);
+        }
+        for (table, kind) in &r.rebuild_needed {
+            self.rebuild_needed
+                .with_label_values(&[task, generation, table, kind])
+                .inc();
+        }
+        for (outcome, n) in [
+            ("indexed", r.indexed),
+            ("deleted", r.deleted),
+            ("conflict", r.conflicts),
+            ("dead_lettered", r.dead_lettered),
+            ("covered", r.covered),
+        ] {
+            self.documents
+                .with_label_values(&[task, generation, outcome])
+                .inc_by(n);
+        }
+        for d in &r.bulk_latencies {
+            self.bulk_seconds
+                .with_label_values(labels)
+                .observe(d.as_secs_f64());
+        }
+        for (stage, d) in &r.stages {
+            self.stage_seconds
+                .with_label_values(&[task, generation, stage])
+                .observe(d.as_secs_f64());
+        }
+        self.batch_events
+            .with_label_values(labels)
+            .observe(events as f64);
+        if let Some(ts) = r.newest_commit_ms {
+            let lag = now_ms().saturating_sub(ts) as f64 / 1000.0;
+            self.lag_seconds.with_label_values(labels).set(lag);
+        }
     }
 }

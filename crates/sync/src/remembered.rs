@@ -21,6 +21,19 @@ pub(crate) fn doc_key(cells: &[Cell]) -> DocKey {
     cells.iter().map(Cell::match_key).collect()
 }
 
+/// The match key of a master row from the values of its key columns; `None` when one
+/// is missing or NULL (a NULL key names no row).
+pub(crate) fn master_key<'v>(
+    values: impl Iterator<Item = Option<&'v serde_json::Value>>,
+) -> Option<DocKey> {
+    values
+        .map(|v| {
+            v.filter(|v| !v.is_null())
+                .map(|v| mee_core::materialize::json_cell(v).match_key())
+        })
+        .collect()
+}
+
 #[derive(Debug)]
 pub(crate) struct RememberedWrites {
     max_docs: usize,
@@ -117,5 +130,25 @@ mod tests {
                 prop_assert_eq!(r.covers(&key(k), probe), newest.is_some_and(|n| probe < n));
             }
         }
+    }
+
+    #[test]
+    fn a_master_key_needs_every_column_and_no_null() {
+        let (id, region) = (serde_json::json!(1001), serde_json::json!("eu"));
+        let key = master_key([Some(&id), Some(&region)].into_iter()).expect("key");
+        assert_eq!(key.len(), 2);
+        assert_eq!(
+            master_key([Some(&id), Some(&region)].into_iter()),
+            Some(key)
+        );
+        assert_ne!(
+            master_key([Some(&region), Some(&id)].into_iter()),
+            master_key([Some(&id), Some(&region)].into_iter())
+        );
+        assert_eq!(master_key([Some(&id), None].into_iter()), None);
+        assert_eq!(
+            master_key([Some(&id), Some(&serde_json::Value::Null)].into_iter()),
+            None
+        );
     }
 }

@@ -1,23 +1,26 @@
 //! One generation's consumer: read its change topics with its consumer group, apply
 //! batches in partition order, commit offsets only after a batch is applied.
 
-use crate::apply::{Applier, BatchReport, Message, RawMessage, now_ms};
+use crate::apply::Applier;
+use crate::lag::watch_lag;
+use crate::message::{Message, RawMessage};
+use crate::offsets::Offsets;
+use crate::reader::read_batches;
 use crate::remembered::RememberedWrites;
+use crate::report::BatchReport;
 use crate::{Shared, SyncError};
+use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use futures_util::{FutureExt, StreamExt};
 use mee_core::Backoff;
 use mee_core::event::KeyColumns;
 use mee_core::generation::Generation;
 use mee_core::handler::Handler;
 use mee_core::materialize::{IdInverter, Materializer};
-use mee_kafka::rdkafka::consumer::stream_consumer::MessageStream;
-use mee_kafka::rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
-use mee_kafka::rdkafka::message::Message as _;
-use mee_kafka::rdkafka::{Offset, TopicPartitionList};
+use mee_kafka::rdkafka::TopicPartitionList;
+use mee_kafka::rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use mee_mysql::MySqlSource;
 use mee_telemetry::{CancellationToken, retry_transient};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -208,7 +211,7 @@ async fn consume(
                 commit(shared, consumer, offsets, CommitMode::Async);
                 let mut report = report;
                 report.stages.push(("wait", done_at.elapsed()));
-                record(shared, labels, batch.len(), &report);
+                shared.metrics.record(labels, batch.len(), &report);
                 if let Some(ts) = report.newest_commit_ms {
                     applied_ms.fetch_max(ts, Ordering::Relaxed);
                 }
@@ -310,138 +313,6 @@ async fn apply_with_retry(
     (batch, applied, Instant::now())
 }
 
-/// Read batches until `stop` fires, sending each (an empty one when nothing came
-/// within the flush interval), then the last partial one, then close the channel.
-async fn read_batches(
-    consumer: Arc<StreamConsumer>,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-    tx: mpsc::Sender<Vec<RawMessage>>,
-) {
-    // One stream for the reader's life: each `recv()` would set up (and tear down)
-    // a stream of its own.
-    let mut messages = consumer.stream();
-    let mut topics = TopicNames::default();
-    loop {
-        let batch = next_batch(&mut messages, &mut topics, &shared, &stop).await;
-        if (stop.is_cancelled() && batch.is_empty()) || tx.send(batch).await.is_err() {
-            return;
-        }
-        if stop.is_cancelled() {
-            return;
-        }
-    }
-}
-
-/// Messages until `flush_max_events`, `flush_max_bytes`, or `flush_interval_ms` after
-/// the first one; empty when nothing came within the interval or `stop` fired.
-async fn next_batch(
-    messages: &mut MessageStream<'_, DefaultConsumerContext>,
-    topics: &mut TopicNames,
-    shared: &Shared,
-    stop: &CancellationToken,
-) -> Vec<RawMessage> {
-    let settings = &shared.cfg.sync;
-    let interval = Duration::from_millis(settings.flush_interval_ms);
-    let mut batch = Vec::new();
-    let mut bytes = 0usize;
-    let mut deadline = Instant::now() + interval;
-    let flush = tokio::time::sleep_until(deadline.into());
-    tokio::pin!(flush);
-    let stopped = stop.cancelled();
-    tokio::pin!(stopped);
-    let mut failures = 0u32;
-    while batch.len() < settings.flush_max_events
-        && bytes < settings.flush_max_bytes
-        && !stop.is_cancelled()
-        && Instant::now() < deadline
-    {
-        // A message already waiting is taken at once: racing each one against the
-        // flush timer and the stop signal costs more than reading it.
-        let received = match messages.next().now_or_never() {
-            Some(r) => r,
-            None => tokio::select! {
-                r = messages.next() => r,
-                () = &mut flush => break,
-                () = &mut stopped => break,
-            },
-        };
-        match received.expect("Kafka message streams never end") {
-            Ok(msg) => {
-                if batch.is_empty() {
-                    deadline = Instant::now() + interval;
-                    flush.as_mut().reset(deadline.into());
-                }
-                bytes += msg.payload().map_or(0, <[u8]>::len);
-                batch.push(RawMessage {
-                    topic: topics.get(msg.topic()),
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                    payload: msg.payload().map(Box::from),
-                });
-            }
-            Err(e) => {
-                if failures == 0 {
-                    tracing::warn!(error = %e, "reading the change topics failed; retrying");
-                }
-                failures += 1;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-    batch
-}
-
-/// The topic names messages carry, each allocated once.
-#[derive(Debug, Default)]
-struct TopicNames(Vec<Arc<str>>);
-
-impl TopicNames {
-    fn get(&mut self, topic: &str) -> Arc<str> {
-        if let Some(t) = self.0.iter().find(|t| &***t == topic) {
-            return t.clone();
-        }
-        let t: Arc<str> = topic.into();
-        self.0.push(t.clone());
-        t
-    }
-}
-
-/// The next offset to commit per partition: after the last message of every batch
-/// applied so far.
-#[derive(Debug, Default)]
-struct Offsets(BTreeMap<(Arc<str>, i32), i64>);
-
-impl Offsets {
-    fn new() -> Self {
-        Self::default()
-    }
-
-    /// Move past `batch`; the partitions it touched.
-    fn advance<'b>(&mut self, batch: &'b [Message]) -> BTreeSet<(&'b str, i32)> {
-        let mut touched = BTreeSet::new();
-        for m in batch {
-            let e = self.0.entry((m.topic.clone(), m.partition)).or_insert(0);
-            *e = (*e).max(m.offset + 1);
-            touched.insert((&*m.topic, m.partition));
-        }
-        touched
-    }
-
-    /// The offsets of the partitions `keep` selects.
-    fn list(&self, keep: impl Fn(&str, i32) -> bool) -> TopicPartitionList {
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in &self.0 {
-            if !keep(topic, *partition) {
-                continue;
-            }
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                .expect("a valid offset");
-        }
-        tpl
-    }
-}
-
 /// Commit `offsets`. Asynchronous commits return at once (librdkafka sends them in
 /// order); their failures are logged by the consumer and harmless: the events are
 /// applied again (by version, a no-op) by whoever reads them next.
@@ -455,138 +326,5 @@ fn commit(
         // A rebalance took the partitions: whoever has them now reads from the last
         // committed offset and applies those events again (harmless, by version).
         tracing::warn!(error = %e, brokers = %shared.cfg.kafka.brokers.join(","), "commit failed; the events will be applied again");
-    }
-}
-
-fn record(shared: &Shared, labels: &[&str; 2], events: usize, r: &BatchReport) {
-    let m = &shared.metrics;
-    let [task, generation] = *labels;
-    for (table, kind, n) in &r.consumed {
-        m.events_consumed
-            .with_label_values(&[task, generation, table, kind])
-            .inc_by(*n);
-    }
-    for (reason, n) in &r.skipped {
-        m.events_skipped
-            .with_label_values(&[task, generation, reason])
-            .inc_by(*n);
-    }
-    for (table, kind) in &r.rebuild_needed {
-        m.rebuild_needed
-            .with_label_values(&[task, generation, table, kind])
-            .inc();
-    }
-    for (outcome, n) in [
-        ("indexed", r.indexed),
-        ("deleted", r.deleted),
-        ("conflict", r.conflicts),
-        ("dead_lettered", r.dead_lettered),
-        ("covered", r.covered),
-    ] {
-        m.documents
-            .with_label_values(&[task, generation, outcome])
-            .inc_by(n);
-    }
-    for d in &r.bulk_latencies {
-        m.bulk_seconds
-            .with_label_values(labels)
-            .observe(d.as_secs_f64());
-    }
-    for (stage, d) in &r.stages {
-        m.stage_seconds
-            .with_label_values(&[task, generation, stage])
-            .observe(d.as_secs_f64());
-    }
-    m.batch_events
-        .with_label_values(labels)
-        .observe(events as f64);
-    if let Some(ts) = r.newest_commit_ms {
-        let lag = now_ms().saturating_sub(ts) as f64 / 1000.0;
-        m.lag_seconds.with_label_values(labels).set(lag);
-    }
-}
-
-/// Keep the consumer-lag gauge current (committed offsets against the topics' ends,
-/// asked through the generation's own consumer), and the replication lag true while
-/// batches are stuck: with messages waiting it is now minus the commit time of the
-/// last applied event, with none it is 0.
-async fn watch_lag(
-    shared: Arc<Shared>,
-    consumer: Arc<StreamConsumer>,
-    generation: Generation,
-    applied_ms: Arc<AtomicU64>,
-    stop: CancellationToken,
-) {
-    let labels = [generation.task.as_str(), generation.id.as_str()];
-    let m = &shared.metrics;
-    loop {
-        let asked = {
-            let (consumer, brokers) = (consumer.clone(), shared.cfg.kafka.brokers.join(","));
-            let (group, topics) = (generation.group.clone(), generation.topics.clone());
-            tokio::task::spawn_blocking(move || {
-                mee_kafka::lag_with(
-                    &*consumer,
-                    &brokers,
-                    &group,
-                    &topics,
-                    Duration::from_secs(10),
-                )
-            })
-        };
-        match asked.await.expect("the lag query does not panic") {
-            Ok(lag) => {
-                m.consumer_lag
-                    .with_label_values(&labels)
-                    .set(lag.total as i64);
-                let applied = applied_ms.load(Ordering::Relaxed);
-                if lag.total == 0 {
-                    m.lag_seconds.with_label_values(&labels).set(0.0);
-                } else if applied > 0 {
-                    let secs = now_ms().saturating_sub(applied) as f64 / 1000.0;
-                    m.lag_seconds.with_label_values(&labels).set(secs);
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "consumer lag not available"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = stop.cancelled() => return,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(topic: &str, partition: i32, offset: i64) -> Message {
-        let raw = RawMessage {
-            topic: topic.into(),
-            partition,
-            offset,
-            payload: None,
-        };
-        Message::read(raw, None)
-    }
-
-    #[test]
-    fn offsets_move_past_each_batch_and_list_only_the_chosen_partitions() {
-        let mut offsets = Offsets::new();
-        let batch = [msg("t", 0, 5), msg("t", 1, 9), msg("t", 0, 7)];
-        let touched = offsets.advance(&batch);
-        assert_eq!(touched, BTreeSet::from([("t", 0), ("t", 1)]));
-        let batch = [msg("t", 0, 8)];
-        let touched = offsets.advance(&batch);
-        let list = offsets.list(|t, p| touched.contains(&(t, p)));
-        assert_eq!(list.count(), 1);
-        assert_eq!(
-            list.find_partition("t", 0).map(|e| e.offset()),
-            Some(Offset::Offset(9))
-        );
-        let all = offsets.list(|_, _| true);
-        assert_eq!(
-            all.find_partition("t", 1).map(|e| e.offset()),
-            Some(Offset::Offset(10))
-        );
     }
 }
