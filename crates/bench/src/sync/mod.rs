@@ -57,6 +57,10 @@ pub struct Args {
     /// Seconds of each probe.
     #[arg(long, default_value_t = 20)]
     probe_secs: u64,
+    /// The index's `refresh_interval` in the runs on the Elasticsearch API (what a
+    /// handler's `settings` would set): it bounds how soon a change is searchable.
+    #[arg(long, default_value = "1s")]
+    refresh_interval: String,
     /// Row changes in the catch-up backlog.
     #[arg(long, default_value_t = 1_000_000)]
     backlog: u64,
@@ -132,8 +136,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let mut stack = Stack::start(&env, &bins, args.masters, &env.es_url).await?;
         let outcome = async {
             stack.start_sync().await?;
+            let http = http_client()?;
+            let url = format!("{}/{}/_settings", env.es_url, stack.alias);
+            let body = serde_json::json!({"index": {"refresh_interval": args.refresh_interval}});
+            let resp = http
+                .put(&url)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await?;
+            ensure!(
+                resp.status().is_success(),
+                "setting refresh_interval {}: {}",
+                args.refresh_interval,
+                resp.text().await.unwrap_or_default()
+            );
             let target = Target::Es {
-                http: http_client()?,
+                http,
                 base: env.es_url.clone(),
                 alias: stack.alias.clone(),
             };
@@ -307,13 +326,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
              UPDATE's return, one row per change, paced by a ticker) to visible: in the \
              bulk sink, its first receipt of that order's document after the commit; in \
              {es_name}, a realtime `GET` (every ~50th change) or a `_search` by id (every \
-             ~500th, visible after a refresh, `refresh_interval` 1 s) polled every 20 ms \
+             ~500th, visible after a refresh, `refresh_interval` {refresh}) polled every 20 ms \
              until the document carries that change or a later one. A change not visible \
              within {give_up} s counts as lost (infinite). Latencies have no baseline: the \
              baseline column is the 1 s target. {notes} Everything (MariaDB, the \
              Kafka and Elasticsearch API emulator, the services, the bench) shares {cpus} \
              CPUs; 1-minute load average {load_before} before, {load_after} after.",
             give_up = GIVE_UP.as_secs(),
+            refresh = args.refresh_interval,
             notes = notes.join(" "),
             load_after = load_average(),
         ),
