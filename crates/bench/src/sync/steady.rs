@@ -103,6 +103,18 @@ impl Steady {
         )
     }
 
+    /// The search-visible latencies, when there are any (Elasticsearch API only).
+    fn search_text(&self) -> String {
+        if self.search.is_empty() {
+            return String::new();
+        }
+        format!(
+            "; search p50 {} p99 {}",
+            ms(pct(&self.search, 0.5)),
+            ms(pct(&self.search, 0.99))
+        )
+    }
+
     fn kafka_text(&self) -> String {
         match &self.kafka {
             Some(k) => format!(
@@ -314,7 +326,7 @@ pub(super) async fn steady(
         cpu,
     };
     eprintln!(
-        "{}: {} changes, achieved {:.0}/s; p50 {} p99 {} max {} ({} samples); search p50 {} p99 {}{}; CPU {}",
+        "{}: {} changes, achieved {:.0}/s; p50 {} p99 {} max {} ({} samples){}{}; CPU {}",
         stack.name,
         s.changes,
         s.achieved(),
@@ -322,8 +334,7 @@ pub(super) async fn steady(
         ms(pct(&s.lat, 0.99)),
         ms(pct(&s.lat, 1.0)),
         s.lat.len(),
-        ms(pct(&s.search, 0.5)),
-        ms(pct(&s.search, 0.99)),
+        s.search_text(),
         s.kafka_text(),
         s.cpu_text(),
     );
