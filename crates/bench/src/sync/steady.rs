@@ -43,8 +43,12 @@ pub(super) struct Steady {
     pub(super) lat: Vec<f64>,
     /// Search-visible latencies (Elasticsearch API only).
     pub(super) search: Vec<f64>,
+    /// The `_search` requests that polled them, and their total wall time (s).
+    searches: (usize, f64),
     /// Commit → readable from the change topic (every change; into the sink only).
     kafka: Option<Vec<f64>>,
+    /// Into the sink: the changes slower than the target, and when they were committed.
+    slow: String,
     /// CPU seconds each process used during the run.
     cpu: Vec<(&'static str, f64)>,
 }
@@ -94,10 +98,12 @@ impl Steady {
 
     pub(super) fn note(&self, target: &str) -> String {
         format!(
-            "Into {target}: {} changes in {:.1} s (achieved {:.0}/s){}. CPU used meanwhile: {}.",
+            "Into {target}: {} changes in {:.1} s (achieved {:.0}/s){}{}{}. CPU used meanwhile: {}.",
             self.changes,
             self.commit_span,
             self.achieved(),
+            self.slow,
+            self.search_text(),
             self.kafka_text(),
             self.cpu_text(),
         )
@@ -108,10 +114,12 @@ impl Steady {
         if self.search.is_empty() {
             return String::new();
         }
+        let (n, secs) = self.searches;
         format!(
-            "; search p50 {} p99 {}",
+            "; search p50 {} p99 {} ({n} `_search` requests of {} on average)",
             ms(pct(&self.search, 0.5)),
-            ms(pct(&self.search, 0.99))
+            ms(pct(&self.search, 0.99)),
+            ms(secs * 1000.0 / n.max(1) as f64),
         )
     }
 
@@ -168,8 +176,9 @@ pub(super) async fn steady(
 ) -> anyhow::Result<Steady> {
     let total = rate * secs;
     ensure!(
-        masters >= rate * 2,
-        "{masters} orders at {rate}/s: an order would change more than once per 2 s"
+        masters >= rate,
+        "{masters} orders at {rate}/s: an order would change more than once a second \
+         (pass --masters {rate} or more)"
     );
     let sql = format!(
         "UPDATE `{}`.orders SET status = ? WHERE id = ?",
@@ -282,19 +291,23 @@ pub(super) async fn steady(
     while let Some(done) = tasks.join_next().await {
         collect(done?, &mut commits)?;
     }
+    let mut searches = (0, 0.0);
     if let Some((_, done, task)) = poller {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (g, sr) = task.await?;
-        lat = g;
-        search = sr;
+        let v = task.await?;
+        lat = v.got;
+        search = v.searched;
+        searches = (v.searches, v.search_secs);
     }
     let first = commits.iter().map(|c| c.2).min().context("no commits")?;
+    let mut slow = String::new();
     let last = commits.iter().map(|c| c.2).max().context("no commits")?;
     if let Target::Sink(receipts) = target {
         // Everything published is applied: the last receipts are in.
         stack.wait_drained(GIVE_UP).await.ok();
         tokio::time::sleep(Duration::from_millis(500)).await;
         lat = first_after(&commits, &receipts.lock().unwrap());
+        slow = slow_window(&commits, &lat, first);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let kafka = match tap {
@@ -322,11 +335,13 @@ pub(super) async fn steady(
         commit_span: (last - first).as_secs_f64(),
         lat,
         search,
+        searches,
         kafka,
+        slow,
         cpu,
     };
     eprintln!(
-        "{}: {} changes, achieved {:.0}/s; p50 {} p99 {} max {} ({} samples){}{}; CPU {}",
+        "{}: {} changes, achieved {:.0}/s; p50 {} p99 {} max {} ({} samples){}{}{}; CPU {}",
         stack.name,
         s.changes,
         s.achieved(),
@@ -335,6 +350,7 @@ pub(super) async fn steady(
         ms(pct(&s.lat, 1.0)),
         s.lat.len(),
         s.search_text(),
+        s.slow,
         s.kafka_text(),
         s.cpu_text(),
     );
@@ -376,6 +392,27 @@ fn first_after(
         .collect()
 }
 
+/// The changes (latencies `lat` in the order of `commits`) slower than the target: how
+/// many, and when (seconds after `first`) the first and the last of them was committed.
+fn slow_window(commits: &[(u64, Instant, Instant)], lat: &[f64], first: Instant) -> String {
+    let at: Vec<f64> = commits
+        .iter()
+        .zip(lat)
+        .filter(|(_, l)| **l >= TARGET_MS)
+        .map(|(c, _)| (c.2 - first).as_secs_f64())
+        .collect();
+    let (a, b) = at
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(a, b), t| (a.min(*t), b.max(*t)));
+    if at.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; {} changes took 1 s or more, committed {a:.1}-{b:.1} s into the run",
+        at.len()
+    )
+}
+
 /// The order id of a change message's key (`bench.orders:<id>`).
 pub(super) fn key_id(key: Option<&[u8]>) -> Option<usize> {
     let key = std::str::from_utf8(key?).ok()?;
@@ -384,4 +421,27 @@ pub(super) fn key_id(key: Option<&[u8]>) -> Option<usize> {
         .trim_matches(|c: char| !c.is_ascii_digit())
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_changes_are_counted_with_when_they_were_committed() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let commits = [
+            (1, at(0), at(5)),
+            (2, at(1_000), at(1_500)),
+            (3, at(2_000), at(2_500)),
+            (4, at(3_000), at(3_005)),
+        ];
+        let lat = [10.0, 1_000.0, f64::INFINITY, 999.0];
+        assert_eq!(
+            slow_window(&commits, &lat, t0),
+            "; 2 changes took 1 s or more, committed 1.5-2.5 s into the run"
+        );
+        assert_eq!(slow_window(&commits[..1], &lat[..1], t0), "");
+    }
 }

@@ -5,6 +5,7 @@ use super::GIVE_UP;
 use crate::common::es_call;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,72 +17,127 @@ pub(super) struct Sample {
     pub(super) search: bool,
 }
 
+/// What the polling saw.
+#[derive(Default)]
+pub(super) struct Visible {
+    /// Realtime-GET latencies (ms; infinite when lost).
+    pub(super) got: Vec<f64>,
+    /// Search latencies (ms; infinite when lost).
+    pub(super) searched: Vec<f64>,
+    /// `_search` requests sent, and their total wall time (s): the emulator scans the
+    /// whole index for each, so they load what is measured.
+    pub(super) searches: usize,
+    pub(super) search_secs: f64,
+}
+
 /// Poll the pending samples until each is visible (ms from its commit to the answer
 /// that showed it) or [`GIVE_UP`] passed (infinite): all realtime-GET samples with one
-/// `_mget` every 25 ms, the search samples with one `_search` by ids every 100 ms.
-/// Returns once `done` is set and nothing is pending: (GET, search) latencies.
+/// `_mget` every 25 ms; once a search sample is retrievable, with one `_search` by ids
+/// every 100 ms, in a task of its own so that a slow search does not delay the GETs.
+/// Returns once `done` is set and nothing is pending.
 pub(super) async fn poll_visible(
     http: reqwest::Client,
     base: String,
     alias: String,
     pending: Arc<Mutex<Vec<Sample>>>,
-    done: Arc<std::sync::atomic::AtomicBool>,
-) -> (Vec<f64>, Vec<f64>) {
-    let (mut got, mut searched) = (Vec::new(), Vec::new());
-    // Samples waiting for the GET, then (search samples) for the search.
-    let (mut get_q, mut search_q): (Vec<Sample>, Vec<Sample>) = (Vec::new(), Vec::new());
-    for round in 0u64.. {
-        get_q.append(&mut pending.lock().unwrap());
-        if done.load(std::sync::atomic::Ordering::Relaxed)
-            && get_q.is_empty()
-            && search_q.is_empty()
-        {
-            break;
+    done: Arc<AtomicBool>,
+) -> Visible {
+    let retrievable: Arc<Mutex<Vec<Sample>>> = Arc::default();
+    let gets_done = Arc::new(AtomicBool::new(false));
+    let search = tokio::spawn(poll_search(
+        http.clone(),
+        (base.clone(), format!("/{alias}/_search")),
+        retrievable.clone(),
+        gets_done.clone(),
+    ));
+    let mget = (base, format!("/{alias}/_mget"));
+    let got = poll_get(&http, &mget, pending, done, retrievable).await;
+    gets_done.store(true, Ordering::Relaxed);
+    Visible {
+        got,
+        ..search.await.unwrap_or_default()
+    }
+}
+
+/// The realtime-GET loop: search samples go on to `retrievable` once seen (or lost).
+async fn poll_get(
+    http: &reqwest::Client,
+    (base, path): &(String, String),
+    pending: Arc<Mutex<Vec<Sample>>>,
+    done: Arc<AtomicBool>,
+    retrievable: Arc<Mutex<Vec<Sample>>>,
+) -> Vec<f64> {
+    let mut got = Vec::new();
+    let mut queue: Vec<Sample> = Vec::new();
+    loop {
+        queue.append(&mut pending.lock().unwrap());
+        if done.load(Ordering::Relaxed) && queue.is_empty() {
+            return got;
         }
-        if !get_q.is_empty() {
-            let ids: Vec<String> = get_q.iter().map(|s| s.id.to_string()).collect();
-            let body = json!({"ids": ids});
-            let seen = fetch_seen(&http, &base, &format!("/{alias}/_mget"), &body, "/docs").await;
+        if !queue.is_empty() {
+            let ids: Vec<String> = queue.iter().map(|s| s.id.to_string()).collect();
+            let seen = fetch_seen(http, base, path, &json!({"ids": ids}), "/docs").await;
             let now = Instant::now();
-            let mut keep = Vec::new();
-            for s in get_q.drain(..) {
-                if seen.get(&s.id.to_string()).is_some_and(|n| *n >= s.seq) {
-                    got.push((now - s.at).as_secs_f64() * 1000.0);
-                    if s.search {
-                        search_q.push(s);
-                    }
+            for s in std::mem::take(&mut queue) {
+                let latency = if visible(&seen, &s) {
+                    (now - s.at).as_secs_f64() * 1000.0
                 } else if now - s.at > GIVE_UP {
-                    got.push(f64::INFINITY);
-                    if s.search {
-                        searched.push(f64::INFINITY);
-                    }
+                    f64::INFINITY
                 } else {
-                    keep.push(s);
+                    queue.push(s);
+                    continue;
+                };
+                got.push(latency);
+                if s.search {
+                    retrievable.lock().unwrap().push(s);
                 }
             }
-            get_q = keep;
-        }
-        if round % 4 == 0 && !search_q.is_empty() {
-            let ids: Vec<String> = search_q.iter().map(|s| s.id.to_string()).collect();
-            let body = json!({"size": ids.len(), "query": {"ids": {"values": ids}}});
-            let path = format!("/{alias}/_search");
-            let seen = fetch_seen(&http, &base, &path, &body, "/hits/hits").await;
-            let now = Instant::now();
-            search_q.retain(|s| {
-                if seen.get(&s.id.to_string()).is_some_and(|n| *n >= s.seq) {
-                    searched.push((now - s.at).as_secs_f64() * 1000.0);
-                    false
-                } else if now - s.at > GIVE_UP {
-                    searched.push(f64::INFINITY);
-                    false
-                } else {
-                    true
-                }
-            });
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    (got, searched)
+}
+
+/// The search loop, until `gets_done` is set and nothing is pending.
+async fn poll_search(
+    http: reqwest::Client,
+    (base, path): (String, String),
+    retrievable: Arc<Mutex<Vec<Sample>>>,
+    gets_done: Arc<AtomicBool>,
+) -> Visible {
+    let mut out = Visible::default();
+    let mut queue: Vec<Sample> = Vec::new();
+    loop {
+        queue.append(&mut retrievable.lock().unwrap());
+        if gets_done.load(Ordering::Relaxed) && queue.is_empty() {
+            return out;
+        }
+        if !queue.is_empty() {
+            let ids: Vec<String> = queue.iter().map(|s| s.id.to_string()).collect();
+            let body = json!({"size": ids.len(), "query": {"ids": {"values": ids}}});
+            let sent = Instant::now();
+            let seen = fetch_seen(&http, &base, &path, &body, "/hits/hits").await;
+            let now = Instant::now();
+            out.searches += 1;
+            out.search_secs += (now - sent).as_secs_f64();
+            queue.retain(|s| {
+                let latency = if visible(&seen, s) {
+                    (now - s.at).as_secs_f64() * 1000.0
+                } else if now - s.at > GIVE_UP {
+                    f64::INFINITY
+                } else {
+                    return true;
+                };
+                out.searched.push(latency);
+                false
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether `seen` shows the sample's change or a later one.
+fn visible(seen: &HashMap<String, u64>, s: &Sample) -> bool {
+    seen.get(&s.id.to_string()).is_some_and(|n| *n >= s.seq)
 }
 
 /// The change sequence a `status` value `s<n>` carries.
