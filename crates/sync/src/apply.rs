@@ -93,6 +93,12 @@ impl Applier<'_> {
             report.consumed(&e.table, kind_name(e.kind));
             report.newest_commit_ms = report.newest_commit_ms.max(Some(e.commit_ts_ms));
             match e.kind {
+                // `listen` writes these to every partition, to keep each partition's
+                // changes in order around them; one copy is enough to report.
+                ChangeKind::Truncate | ChangeKind::Ddl if msg.partition != 0 => {
+                    report.skipped("ddl_copy");
+                    continue;
+                }
                 ChangeKind::Truncate | ChangeKind::Ddl => {
                     self.structural(e, &mut report);
                     continue;

@@ -4,10 +4,8 @@
 
 mod common;
 
-use common::{WAIT, converges, generations, running_shop, start};
-use mee_core::dead_letter::{DeadLetter, DeadLetterKind};
-use mee_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-use mee_kafka::rdkafka::message::Message;
+use common::{WAIT, converges, generations, read_dlq, running_shop, start};
+use mee_core::dead_letter::DeadLetterKind;
 use mee_kafka::rdkafka::producer::FutureRecord;
 use mee_test_support::workload::{Rng, shop_change};
 use mee_test_support::{Pipeline, SearchLoop, ServiceProcess, TcpProxy};
@@ -223,26 +221,6 @@ fn consumer_lag(sync: &ServiceProcess) -> Option<i64> {
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
     (!values.is_empty()).then(|| values.iter().sum())
-}
-
-fn read_dlq(p: &Pipeline, want: usize) -> Vec<DeadLetter> {
-    let cfg = p.cfg();
-    let mut c = mee_kafka::client_config(&cfg.kafka);
-    c.set("group.id", mee_test_support::unique_name("g"))
-        .set("auto.offset.reset", "earliest");
-    let consumer: BaseConsumer = c.create().expect("consumer");
-    consumer
-        .subscribe(&[&format!("{}.dlq", p.task)])
-        .expect("subscribe");
-    let mut out = Vec::new();
-    let start = Instant::now();
-    while out.len() < want && start.elapsed() < WAIT {
-        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-            let m = m.expect("message");
-            out.push(serde_json::from_slice(m.payload().expect("payload")).expect("letter"));
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

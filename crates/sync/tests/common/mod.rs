@@ -2,8 +2,11 @@
 //! materializer builds from MySQL now.
 #![allow(dead_code)]
 
+use mee_core::dead_letter::DeadLetter;
 use mee_core::handler::Handler;
 use mee_core::materialize::Materializer;
+use mee_kafka::rdkafka::consumer::Consumer;
+use mee_kafka::rdkafka::message::Message;
 use mee_mysql::MySqlSource;
 use mee_test_support::{Pipeline, ServiceProcess};
 use serde_json::Value;
@@ -73,4 +76,26 @@ pub async fn generations(p: &Pipeline) -> Vec<mee_core::generation::Generation> 
     let conn = mee_redis::connect(&cfg.redis).await.expect("redis");
     let mut store = mee_redis::GenerationStore::new(conn, mee_redis::Keys::new(&p.prefix));
     store.list(&p.task).await.expect("list")
+}
+
+/// Up to `want` letters of the task's dead-letter topic, from its start (waits up to
+/// [`WAIT`] for them).
+pub fn read_dlq(p: &Pipeline, want: usize) -> Vec<DeadLetter> {
+    let cfg = p.cfg();
+    let mut c = mee_kafka::client_config(&cfg.kafka);
+    c.set("group.id", mee_test_support::unique_name("g"))
+        .set("auto.offset.reset", "earliest");
+    let consumer: mee_kafka::rdkafka::consumer::BaseConsumer = c.create().expect("consumer");
+    consumer
+        .subscribe(&[&format!("{}.dlq", p.task)])
+        .expect("subscribe");
+    let mut out = Vec::new();
+    let start = std::time::Instant::now();
+    while out.len() < want && start.elapsed() < WAIT {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("message");
+            out.push(serde_json::from_slice(m.payload().expect("payload")).expect("letter"));
+        }
+    }
+    out
 }
