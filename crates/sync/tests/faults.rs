@@ -181,7 +181,8 @@ async fn two_processes_share_the_partitions_through_a_rebalance() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rebuild_while_changes_stream_swaps_without_failed_searches() {
-    let (p, _listen, _sync) = running_shop().await;
+    let (p, _listen, sync) = running_shop().await;
+    let old = generations(&p).await[0].id.clone();
     let writer = {
         let p2 = p.handle();
         tokio::spawn(async move { workload(&p2, 19, 0, 300).await })
@@ -199,7 +200,18 @@ async fn a_rebuild_while_changes_stream_swaps_without_failed_searches() {
         "failed or empty searches during the swap: {bad:?}"
     );
     assert_ne!(p.alias_targets(), before, "the alias moved");
+    // The new generation is consumed (without a restart), the retired one stopped.
     converges(&p, Duration::from_secs(60)).await;
+    let start = Instant::now();
+    let retired = |log: &str| {
+        log.lines().any(|l| {
+            l.contains("generation retired or removed: stopping its consumer") && l.contains(&old)
+        })
+    };
+    while !retired(&sync.stderr()) && start.elapsed() < WAIT {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(retired(&sync.stderr()), "{}", sync.stderr());
     p.drop().await;
 }
 
