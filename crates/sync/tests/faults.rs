@@ -1,6 +1,6 @@
 //! `sync` under faults, with `listen` and `update` as real processes: replays, a
-//! kill -9 mid-stream, Elasticsearch unreachable, a malformed message, two processes
-//! sharing the partitions, and a rebuild while changes stream.
+//! kill -9 mid-stream, Elasticsearch, MySQL or Redis unreachable, a malformed message,
+//! two processes sharing the partitions, and a rebuild while changes stream.
 
 mod common;
 
@@ -92,7 +92,7 @@ async fn elasticsearch_away_for_30_seconds_loses_nothing() {
     let (status, _) = sync.get("/healthz").expect("sync is alive");
     assert!(status == 200 || status == 503);
     assert_eq!(
-        es_up(&sync),
+        up(&sync, "elasticsearch"),
         Some(0),
         "Elasticsearch is down for the metrics"
     );
@@ -107,7 +107,7 @@ async fn elasticsearch_away_for_30_seconds_loses_nothing() {
     converges(&p, Duration::from_secs(60)).await;
     // Set at each poll of the generations (2 s), and of the lag (5 s).
     let start = Instant::now();
-    while es_up(&sync) != Some(1) || consumer_lag(&sync) != Some(0) {
+    while up(&sync, "elasticsearch") != Some(1) || consumer_lag(&sync) != Some(0) {
         assert!(
             start.elapsed() < WAIT,
             "Elasticsearch is not back for the metrics, or the lag not 0: {:?}",
@@ -121,6 +121,53 @@ async fn elasticsearch_away_for_30_seconds_loses_nothing() {
         log.contains("elasticsearch bulk failing") && log.contains("recovered"),
         "{log}"
     );
+    p.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_and_redis_away_mid_stream_lose_nothing() {
+    let p = Pipeline::shop().await;
+    let (_listen, mut direct_sync) = start(&p).await;
+    assert!(direct_sync.terminate(WAIT).success());
+    // `sync` reaches MySQL and Redis through proxies; `listen` does not.
+    let mysql = TcpProxy::start(&format!("{}:{}", p.env.mysql_host, p.env.mysql_port)).await;
+    let redis_addr = p.env.redis_url.trim_start_matches("redis://");
+    let redis = TcpProxy::start(redis_addr.trim_end_matches('/')).await;
+    let port = |proxy: &TcpProxy| proxy.url().rsplit(':').next().expect("port").to_string();
+    let toml = p
+        .toml
+        .replace(
+            &format!("port = {}\n", p.env.mysql_port),
+            &format!("port = {}\n", port(&mysql)),
+        )
+        .replace(
+            &p.env.redis_url,
+            &format!("redis://127.0.0.1:{}/", port(&redis)),
+        );
+    let mut sync = p.spawn_with("sync", &[], &toml);
+    sync.wait_healthy(WAIT);
+
+    workload(&p, 21, 0, 40).await;
+    mysql.cut();
+    redis.cut();
+    workload(&p, 22, 40, 80).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(sync.get("/healthz").is_some(), "sync is alive");
+    assert_eq!(up(&sync, "mysql"), Some(0), "MySQL is down for the metrics");
+    assert_eq!(up(&sync, "redis"), Some(0), "Redis is down for the metrics");
+    mysql.restore();
+    redis.restore();
+    workload(&p, 23, 120, 40).await;
+    converges(&p, Duration::from_secs(60)).await;
+    let start = Instant::now();
+    while up(&sync, "mysql") != Some(1) || up(&sync, "redis") != Some(1) {
+        assert!(
+            start.elapsed() < WAIT,
+            "MySQL or Redis not back for the metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(sync.terminate(WAIT).success(), "{}", sync.stderr());
     p.drop().await;
 }
 
@@ -215,12 +262,12 @@ async fn a_rebuild_while_changes_stream_swaps_without_failed_searches() {
     p.drop().await;
 }
 
-/// `mee_dependency_up` of Elasticsearch.
-fn es_up(sync: &ServiceProcess) -> Option<u8> {
+/// `mee_dependency_up` of `dependency`.
+fn up(sync: &ServiceProcess, dependency: &str) -> Option<u8> {
     let (_, body) = sync.get("/metrics")?;
-    let line = "mee_dependency_up{dependency=\"elasticsearch\",service=\"sync\"} ";
+    let line = format!("mee_dependency_up{{dependency=\"{dependency}\",service=\"sync\"}} ");
     body.lines()
-        .find_map(|l| l.strip_prefix(line))
+        .find_map(|l| l.strip_prefix(&line))
         .and_then(|v| v.parse().ok())
 }
 
