@@ -37,7 +37,7 @@ impl Metrics {
             events_skipped: IntCounterVec::new(
                 Opts::new(
                     "mee_sync_events_skipped_total",
-                    "Events that need no write: a table the handler does not read (table), both images fail the filter (filter), harmless DDL (ddl), a master row's change a remembered write already includes (covered)",
+                    "Events that need no write: a table the handler does not read (table), both images fail the filter (filter), harmless DDL (ddl), a TRUNCATE or DDL read from a partition other than 0, reported from partition 0 (ddl_copy), a master row's change a remembered write already includes (covered)",
                 ),
                 &labels(&["reason"]),
             )?,

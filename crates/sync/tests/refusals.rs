@@ -22,11 +22,19 @@ async fn a_document_elasticsearch_rejects_is_dead_lettered_and_the_stream_goes_o
     p.wait_docs(WAIT, "the change after the rejected one", |d| {
         d.get("1001").is_some_and(|d| d["status"] == "9")
     });
+    let dead = ["outcome=\"dead_lettered\""];
+    assert_eq!(wait_metric(&sync, "mee_sync_documents_total", &dead, 1), 1);
     assert_eq!(
         p.docs(&p.alias)["1002"]["status"],
         "7",
         "the refused write left the older document"
     );
+    // The same order again (its partition, after the refused change): written.
+    p.sql("UPDATE orders SET status = '8' WHERE id = 1002")
+        .await;
+    p.wait_docs(WAIT, "the order's next change", |d| {
+        d.get("1002").is_some_and(|d| d["status"] == "8")
+    });
 
     let letters = read_dlq(&p, 3);
     let ours: Vec<_> = letters
@@ -45,8 +53,6 @@ async fn a_document_elasticsearch_rejects_is_dead_lettered_and_the_stream_goes_o
             .is_some_and(|d| d["status"] == "paid"),
         "the refused document is in the letter: {letter:?}"
     );
-    let dead = ["outcome=\"dead_lettered\""];
-    assert_eq!(wait_metric(&sync, "mee_sync_documents_total", &dead, 1), 1);
     p.drop().await;
 }
 
@@ -85,11 +91,11 @@ async fn truncate_and_column_dropping_ddl_are_reported_and_the_stream_goes_on() 
 
     assert!(sync.terminate(WAIT).success(), "{}", sync.stderr());
     let log = sync.stderr();
+    // Once each (a retried batch may log its statements again).
     let errors: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("ERROR") && l.contains("on a table this task reads"))
         .collect();
-    assert_eq!(errors.len(), 2, "{log}");
     let rebuild = format!(
         "Run `update -c <handler.yml> -n {}` to rebuild the index",
         p.task
@@ -102,6 +108,7 @@ async fn truncate_and_column_dropping_ddl_are_reported_and_the_stream_goes_on() 
         errors.iter().any(|l| l.contains("DROP COLUMN phone")),
         "{log}"
     );
+    assert!(!errors.iter().any(|l| l.contains("ADD COLUMN")), "{log}");
     assert!(errors.iter().all(|l| l.contains(&rebuild)), "{log}");
     p.drop().await;
 }

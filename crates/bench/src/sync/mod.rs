@@ -9,8 +9,8 @@
 //!   measured: in the bulk sink, the first receipt of the document's id after the
 //!   commit (every write is the whole document rebuilt from MySQL); in the local
 //!   stack's Elasticsearch API, a sample of the changes polled with a realtime
-//!   `GET /<alias>/_doc/<id>` until `_source.status` is that change's or a later one,
-//!   and a smaller sample polled with `_search` (visible only after a refresh). Then
+//!   `_mget` until `_source.status` is that change's or a later one, and a smaller
+//!   sample polled with `_search` (visible only after a refresh). Then
 //!   higher rates, shorter, on the Elasticsearch API, until p99 reaches 1 s.
 //! - (b) Catch-up: with `sync` stopped, a backlog of row changes (10k-row UPDATEs) is
 //!   published by `listen`; `sync` is started into the sink and timed until its group's
@@ -34,7 +34,7 @@ use mee_test_support::StackEnv;
 use stack::{Bins, Stack, admin_pool};
 use std::sync::Arc;
 use std::time::Duration;
-use steady::{Receipts, Steady, Target, ms, pct, steady};
+use steady::{Receipts, Steady, Target, least_masters, ms, pct, steady};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -100,6 +100,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut notes = Vec::new();
 
     if args.only != Some(Part::Catchup) {
+        // Checked before any run, not when a probe comes to it.
+        let es_rates = args.probe_rates.iter().chain(&args.lower_rates);
+        let least = es_rates
+            .map(|r| least_masters(*r, false))
+            .fold(least_masters(args.rate, true), u64::max);
+        ensure!(
+            args.masters >= least,
+            "--masters {} is too few for the rates asked: pass {least} or more",
+            args.masters
+        );
         fixture::ensure(&env, &fixture::schema(args.masters), args.masters).await?;
         let pool = admin_pool(&env);
         // (a) into the sink.

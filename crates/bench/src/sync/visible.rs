@@ -52,10 +52,10 @@ pub(super) async fn poll_visible(
     ));
     let mget = (base, format!("/{alias}/_mget"));
     let got = poll_get(&http, &mget, pending, done, retrievable).await;
-    gets_done.store(true, Ordering::Relaxed);
+    gets_done.store(true, Ordering::Release);
     Visible {
         got,
-        ..search.await.unwrap_or_default()
+        ..search.await.expect("the search poller")
     }
 }
 
@@ -70,8 +70,10 @@ async fn poll_get(
     let mut got = Vec::new();
     let mut queue: Vec<Sample> = Vec::new();
     loop {
+        // The flag first: what was pushed before it was set is then in the queue.
+        let finished = done.load(Ordering::Acquire);
         queue.append(&mut pending.lock().unwrap());
-        if done.load(Ordering::Relaxed) && queue.is_empty() {
+        if finished && queue.is_empty() {
             return got;
         }
         if !queue.is_empty() {
@@ -107,8 +109,9 @@ async fn poll_search(
     let mut out = Visible::default();
     let mut queue: Vec<Sample> = Vec::new();
     loop {
+        let finished = gets_done.load(Ordering::Acquire);
         queue.append(&mut retrievable.lock().unwrap());
-        if gets_done.load(Ordering::Relaxed) && queue.is_empty() {
+        if finished && queue.is_empty() {
             return out;
         }
         if !queue.is_empty() {
