@@ -22,6 +22,7 @@
 mod catch_up;
 mod stack;
 mod steady;
+mod tap;
 mod visible;
 
 use crate::common::{es_name, http_client, load_average, warn_if_crowded};
@@ -38,10 +39,11 @@ use steady::{Receipts, Steady, Target, least_masters, ms, pct, steady};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Orders of the fixture of the steady runs (at least the highest rate); each order
-    /// is updated once every masters/rate seconds. The emulator scans the whole index
-    /// for each `_search` (about 0.1 s of its CPU at 10,000 orders), so a larger index
-    /// makes the bench's own search polling take CPU from what it measures.
+    /// Orders of the fixture of the steady runs (at least twice --rate, and each probe
+    /// rate); each order is updated once every masters/rate seconds. The emulator scans
+    /// the whole index for each `_search` (about 0.1 s of its CPU at 10,000 orders), so
+    /// a larger index makes the bench's own search polling take CPU from what it
+    /// measures.
     #[arg(long, default_value_t = 2_500)]
     masters: u64,
     /// Row changes per second of the steady runs.

@@ -3,14 +3,12 @@
 //! and, into the sink, to readable from the change topic.
 
 use super::stack::Stack;
+use super::tap::Tap;
 use super::visible::{Sample, poll_visible};
 use super::{GIVE_UP, TARGET_MS};
 use crate::common::{cpu_secs, server_pid};
 use crate::report::Row;
 use anyhow::{Context, ensure};
-use mee_kafka::rdkafka::Message as _;
-use mee_kafka::rdkafka::consumer::Consumer;
-use mee_kafka::rdkafka::{Offset, TopicPartitionList};
 use mee_mysql::mysql_async::{self, prelude::Queryable};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// One change: order id, send instant, commit instant.
-type ChangeTiming = (u64, Instant, Instant);
+pub(super) type ChangeTiming = (u64, Instant, Instant);
 
 /// Receive instants per order id, from the sink's hook.
 pub(super) type Receipts = Arc<Mutex<HashMap<u64, Vec<Instant>>>>;
@@ -187,8 +185,6 @@ pub(super) async fn steady(
     // ~50 realtime-GET samples/s, a tenth of them also searched.
     let every = (rate / 50).max(1);
     let in_flight = Arc::new(Semaphore::new(64));
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = tokio::task::JoinSet::new();
     let mut commits: Vec<ChangeTiming> = Vec::with_capacity(total as usize);
     // A tap on the change topic, from its current end: when each change is readable.
@@ -196,33 +192,9 @@ pub(super) async fn steady(
     // answers each fetch at once instead of holding it), and into the emulator's
     // Elasticsearch API that CPU is taken from what is measured (at 1,000/s: p99 2.5 s
     // with the tap, 0.35-0.45 s without).
-    let tap_receipts: Receipts = Arc::default();
-    let tap_group = format!("{}_tap_{seq0}", stack.name);
-    let tap = if matches!(target, Target::Sink(_)) {
-        let consumer = mee_kafka::consumer(&stack.cfg.kafka, &tap_group)?;
-        let mut tpl = TopicPartitionList::new();
-        for p in mee_kafka::end_offsets(&stack.cfg.kafka, &stack.topics(), Duration::from_secs(10))
-            .await?
-        {
-            tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.offset))?;
-        }
-        consumer.assign(&tpl)?;
-        let r = tap_receipts.clone();
-        Some(tokio::spawn(async move {
-            loop {
-                match consumer.recv().await {
-                    Ok(m) => {
-                        let at = Instant::now();
-                        if let Some(id) = key_id(m.key()) {
-                            r.lock().unwrap().entry(id as u64).or_default().push(at);
-                        }
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        }))
-    } else {
-        None
+    let tap = match target {
+        Target::Sink(_) => Some(Tap::start(stack, &format!("{}_tap_{seq0}", stack.name)).await?),
+        Target::Es { .. } => None,
     };
     let cpu_before = cpu_now(stack);
     eprintln!("{}: {rate} changes/s for {secs} s", stack.name);
@@ -242,6 +214,9 @@ pub(super) async fn steady(
         }
         Target::Sink(_) => None,
     };
+    // Created last: its ticks missed while setting up would come in one burst.
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for k in 0..total {
         ticker.tick().await;
         let permit = in_flight.clone().acquire_owned().await?;
@@ -299,15 +274,7 @@ pub(super) async fn steady(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let kafka = match tap {
-        Some(tap) => {
-            tap.abort();
-            let _ = tap.await;
-            let _ = mee_kafka::delete_group(&stack.cfg.kafka, &tap_group, Duration::from_secs(10))
-                .await;
-            let mut k = first_after(&commits, &tap_receipts.lock().unwrap());
-            k.sort_by(f64::total_cmp);
-            Some(k)
-        }
+        Some(tap) => Some(tap.finish(stack, &commits).await),
         None => None,
     };
     let cpu = cpu_now(stack)
@@ -363,7 +330,10 @@ fn cpu_now(stack: &Stack) -> Vec<(&'static str, f64)> {
 /// Per change `(id, sent, committed)`, ms from its commit (the UPDATE's return) to the
 /// first receipt of `id` after the UPDATE was sent, 0 when that came before the return
 /// was seen (infinite when none).
-fn first_after(commits: &[ChangeTiming], receipts: &HashMap<u64, Vec<Instant>>) -> Vec<f64> {
+pub(super) fn first_after(
+    commits: &[ChangeTiming],
+    receipts: &HashMap<u64, Vec<Instant>>,
+) -> Vec<f64> {
     commits
         .iter()
         .map(|(id, sent, at)| {
@@ -377,7 +347,7 @@ fn first_after(commits: &[ChangeTiming], receipts: &HashMap<u64, Vec<Instant>>) 
         .collect()
 }
 
-/// The fewest orders for `rate` changes/s into `target`. The Elasticsearch API is
+/// The fewest orders for `rate` changes/s into the sink or the ES API. The latter is
 /// polled for a change's own sequence, so an order may change every second; the sink
 /// takes an order's first receipt after the change was sent, which a slow earlier
 /// change of the order could give: there an order changes at most every 2 s.

@@ -81,11 +81,7 @@ async fn poll_get(
             let seen = fetch_seen(http, base, path, &json!({"ids": ids}), "/docs").await;
             let now = Instant::now();
             for s in std::mem::take(&mut queue) {
-                let latency = if visible(&seen, &s) {
-                    (now - s.at).as_secs_f64() * 1000.0
-                } else if now - s.at > GIVE_UP {
-                    f64::INFINITY
-                } else {
+                let Some(latency) = settled(&seen, &s, now) else {
                     queue.push(s);
                     continue;
                 };
@@ -122,25 +118,28 @@ async fn poll_search(
             let now = Instant::now();
             out.searches += 1;
             out.search_secs += (now - sent).as_secs_f64();
-            queue.retain(|s| {
-                let latency = if visible(&seen, s) {
-                    (now - s.at).as_secs_f64() * 1000.0
-                } else if now - s.at > GIVE_UP {
-                    f64::INFINITY
-                } else {
-                    return true;
-                };
-                out.searched.push(latency);
-                false
+            queue.retain(|s| match settled(&seen, s, now) {
+                Some(latency) => {
+                    out.searched.push(latency);
+                    false
+                }
+                None => true,
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// Whether `seen` shows the sample's change or a later one.
-fn visible(seen: &HashMap<String, u64>, s: &Sample) -> bool {
-    seen.get(&s.id.to_string()).is_some_and(|n| *n >= s.seq)
+/// The sample's latency (ms) at `now` when `seen` shows its change or a later one,
+/// infinite once [`GIVE_UP`] passed, `None` while it is still awaited.
+fn settled(seen: &HashMap<String, u64>, s: &Sample, now: Instant) -> Option<f64> {
+    if seen.get(&s.id.to_string()).is_some_and(|n| *n >= s.seq) {
+        Some((now - s.at).as_secs_f64() * 1000.0)
+    } else if now - s.at > GIVE_UP {
+        Some(f64::INFINITY)
+    } else {
+        None
+    }
 }
 
 /// The change sequence a `status` value `s<n>` carries.
